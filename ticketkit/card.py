@@ -1,0 +1,89 @@
+"""Model cards: YAML metadata the Hub renders (library, tags, datasets, model-index) and a readable body."""
+from __future__ import annotations
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "yelp2": "fancyzhx/yelp_polarity"}
+
+
+def _card_data(arch: str, dataset: str, rows: list[dict], model_name: str) -> ModelCardData:
+    evals = [EvalResult(task_type="text-classification", dataset_type=HUB_DATASETS.get(dataset, dataset),
+                        dataset_name=dataset, dataset_split="test", metric_type="accuracy",
+                        metric_value=round(r["test_accuracy"], 4),
+                        metric_name=f"test accuracy at {r['density_prunable'] * 100:.2f}% weights remaining (level {r['level']})")
+             for r in rows if r.get("test_accuracy") is not None]
+    return ModelCardData(library_name="ticketkit", license="apache-2.0",
+                         tags=["lottery-ticket", "pruning", "ticketkit", arch, "text-classification"],
+                         datasets=[HUB_DATASETS.get(dataset, dataset)], model_name=model_name,
+                         eval_results=evals or None, pipeline_tag="text-classification")
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| level | % weights remaining (prunable) | % remaining (all weights) | test accuracy | macro-F1 |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        acc = "" if r.get("test_accuracy") is None else f"{r['test_accuracy'] * 100:.2f}"
+        f1 = "" if r.get("test_macro_f1") is None else f"{r['test_macro_f1'] * 100:.2f}"
+        lines.append(f"| {r['level']} | {r['density_prunable'] * 100:.3f} | {r['density_all'] * 100:.3f} | {acc} | {f1} |")
+    return "\n".join(lines)
+
+
+def level_row(cfg: dict) -> dict:
+    m = cfg.get("metrics", {})
+    return {"level": cfg.get("level"), "density_prunable": cfg["density"]["prunable"], "density_all": cfg["density"]["all"],
+            "test_accuracy": m.get("test_accuracy"), "test_macro_f1": m.get("test_macro_f1")}
+
+
+def _body(title: str, cfg: dict, rows: list[dict], load: str) -> str:
+    f = cfg["find"]
+    return f"""
+# {title}
+
+A lottery ticket (Frankle & Carbin, 2019) for a `{f['model']['arch']}` text classifier trained on `{f['data']['dataset']}`,
+found with [ticketkit](https://github.com/ticketkit/ticketkit): {f['prune']['scope']} {f['prune']['schedule']} magnitude
+pruning, rewinding to `{f['prune']['rewind']}`, control `{f['prune']['control']}`, seed {f['seed']}.
+Densities are measured from the masks, over prunable weights and over all weights.
+
+{_table(rows)}
+
+## How it was made
+
+```
+{cfg.get('command') or 'ticketkit find ' + f['data']['dataset'] + ' ' + f['model']['arch']}
+```
+
+ticketkit {cfg.get('versions', {}).get('ticketkit')}, torch {cfg.get('versions', {}).get('torch')}. Run `{cfg.get('run')}`.
+
+## How to use it
+
+```python
+{load}
+```
+
+Or retrain it on another dataset: `ticketkit transfer hf://<this repo> --to yelp2`.
+The ticket holds `init.*`, `mask.*` (bool) and `rewind.*` tensors in `ticket.safetensors`, its settings in
+`config.json`, and the vocabulary its embedding is indexed by in `tokenizer.json`.
+"""
+
+
+def ticket_card(cfg: dict) -> str:
+    f = cfg["find"]
+    name = f"{f['data']['dataset']}-{f['model']['arch']} ticket, level {cfg.get('level')}"
+    rows = [level_row(cfg)]
+    data = _card_data(f["model"]["arch"], f["data"]["dataset"], rows, name)
+    load = ('from ticketkit import Ticket\n'
+            'ticket = Ticket.from_pretrained("<user>/<repo>")\n'
+            'model = ticket.build_model()   # rewind weights x mask: retrain this under ticket.masks')
+    return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + _body(name, cfg, rows, load)))
+
+
+def run_card(run_summary: dict, level_cfgs: list[dict]) -> str:
+    cfg = level_cfgs[0]
+    f = cfg["find"]
+    name = f"{f['data']['dataset']}-{f['model']['arch']} lottery-ticket run ({len(level_cfgs)} levels)"
+    rows = [level_row(c) for c in level_cfgs]
+    load = ('from ticketkit import Ticket\n'
+            'ticket = Ticket.from_pretrained("<user>/<repo>", subfolder="level-03")   # one level of the run\n'
+            'model = ticket.build_model()')
+    return str(ModelCard.from_template(_card_data(f["model"]["arch"], f["data"]["dataset"], rows, name),
+                                       template_str="---\n{{ card_data }}\n---\n" + _body(name, cfg, rows, load)))

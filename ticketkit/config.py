@@ -1,0 +1,242 @@
+"""Hyperparameter dataclasses, OpenLTH-style.
+
+Each field is one setting. Its metadata names the CLI flag that overrides it, so the dataclasses *are* the CLI
+(see cli.py) and, hashed, the name of a run (see `FindConfig.run_name`). Recipes are TOML files (stdlib `tomllib`)
+with one table per dataclass. Every value is validated before any training starts, and a bad one names its key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import TicketkitError
+
+
+def flag(help: str, name: str | None = None, **kw):
+    """Field metadata: `name` is the CLI flag (default: the field name with dashes)."""
+    return {"help": help, "flag": name, **kw}
+
+
+@dataclass
+class DataHparams:
+    dataset: str = field(default="imdb", metadata=flag("registered dataset (imdb, yelp2)", cli=False))
+    max_train: Optional[int] = field(default=None, metadata=flag("subsample the training split to N reviews (stratified)"))
+    max_test: Optional[int] = field(default=None, metadata=flag("subsample the test split to N reviews (stratified)"))
+    val_fraction: float = field(default=0.1, metadata=flag("fraction of train held out for validation (stratified)"))
+    vocab_size: int = field(default=25000, metadata=flag("word vocabulary size, [PAD] and [UNK] included"))
+    max_len: int = field(default=256, metadata=flag("truncate reviews to this many tokens"))
+
+    def validate(self) -> None:
+        from .data import DATASETS
+        _check(self.dataset in DATASETS, "data.dataset", f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        for k in ("max_train", "max_test"):
+            v = getattr(self, k)
+            _check(v is None or v >= 10, f"data.{k}", f"must be at least 10, got {v}")
+        _check(0 < self.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        _check(self.vocab_size >= 10, "data.vocab_size", f"must be at least 10, got {self.vocab_size}")
+        _check(self.max_len >= 8, "data.max_len", f"must be at least 8 (the widest filter needs room), got {self.max_len}")
+
+
+@dataclass
+class ModelHparams:
+    arch: str = field(default="cnn", metadata=flag("registered architecture (cnn, lstm)", cli=False))
+    embed_dim: int = field(default=128, metadata=flag("word embedding size"))
+    num_filters: int = field(default=100, metadata=flag("cnn: feature maps per filter width"))
+    filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5], metadata=flag("cnn: filter widths", cli=False))
+    hidden_size: int = field(default=128, metadata=flag("lstm: hidden units"))
+    pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens (mean|max)"))
+    dropout: float = field(default=0.5, metadata=flag("dropout before the output layer"))
+
+    def validate(self) -> None:
+        from .models import MODELS
+        _check(self.arch in MODELS, "model.arch", f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
+        _check(self.pooling in ("mean", "max"), "model.pooling", f"must be mean or max, got {self.pooling!r}")
+        _check(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        for k in ("embed_dim", "num_filters", "hidden_size"):
+            _check(getattr(self, k) >= 1, f"model.{k}", f"must be positive, got {getattr(self, k)}")
+        _check(len(self.filter_widths) > 0 and all(w >= 1 for w in self.filter_widths), "model.filter_widths",
+               f"must be a non-empty list of positive widths, got {self.filter_widths}")
+
+
+@dataclass
+class TrainHparams:
+    epochs: int = field(default=20, metadata=flag("maximum epochs per training (early stopping may end sooner)"))
+    lr: float = field(default=5e-3, metadata=flag("Adam learning rate"))
+    batch_size: int = field(default=64, metadata=flag("training batch size"))
+    patience: int = field(default=2, metadata=flag("stop after this many epochs without a better validation loss"))
+    eval_batch_size: int = field(default=512, metadata=flag("evaluation batch size (no gradients, so larger)"))
+    precision: str = field(default="auto", metadata=flag("auto (bf16 autocast where the CPU supports it) | fp32 | bf16"))
+    bucketing: bool = field(default=True, metadata=flag("batch reviews of similar length together", cli=False))
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", f"must be at least 1, got {self.epochs}")
+        _check(0 < self.lr < 1, "train.lr", f"must be in (0, 1), got {self.lr}")
+        _check(self.batch_size >= 1, "train.batch_size", f"must be positive, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", f"must be positive, got {self.eval_batch_size}")
+        _check(self.patience >= 1, "train.patience", f"must be at least 1, got {self.patience}")
+        _check(self.precision in ("auto", "fp32", "bf16"), "train.precision", f"must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+@dataclass
+class PruneHparams:
+    scope: str = field(default="local", metadata=flag("local (same rate per layer) | global (one threshold)", name="prune"))
+    schedule: str = field(default="iterative", metadata=flag("iterative (a rate per round) | oneshot (straight to --target)"))
+    rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
+    levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative)"))
+    target: Optional[float] = field(default=None, metadata=flag("fraction of prunable weights to keep; iterative stops there, oneshot goes there"))
+    rewind: str = field(default="init", metadata=flag("init | epoch:K (late resetting) | final (fine-tuning)"))
+    control: str = field(default="none", metadata=flag("none | random-prune (mask shuffled per layer) | random-reinit (weights re-drawn)"))
+    exclude: list[str] = field(default_factory=list, metadata=flag("parameter names never pruned", cli=False))
+    layer_rates: dict[str, float] = field(default_factory=dict, metadata=flag("per-parameter rate overrides (local)", cli=False))
+
+    def validate(self) -> None:
+        _check(self.scope in ("local", "global"), "prune.scope", f"must be local or global, got {self.scope!r}")
+        _check(self.schedule in ("iterative", "oneshot"), "prune.schedule", f"must be iterative or oneshot, got {self.schedule!r}")
+        _check(0 < self.rate < 1, "prune.rate", f"must be in (0, 1), got {self.rate}")
+        _check(0 <= self.levels <= 200, "prune.levels", f"must be in [0, 200], got {self.levels}")
+        _check(self.target is None or 0 < self.target < 1, "prune.target", f"must be in (0, 1), got {self.target}")
+        _check(self.schedule != "oneshot" or self.target is not None, "prune.target", "oneshot needs a target: pass --target 0.5")
+        _check(self.control in ("none", "random-prune", "random-reinit"), "prune.control",
+               f"must be none, random-prune or random-reinit, got {self.control!r}")
+        self.rewind_epoch()  # validates the spelling
+        for k, v in self.layer_rates.items():
+            _check(0 < v < 1, f"prune.layer_rates.{k}", f"must be in (0, 1), got {v}")
+
+    def rewind_epoch(self) -> int | None:
+        """None for 'final'; 0 for 'init'; K for 'epoch:K'."""
+        r = self.rewind
+        if r == "init":
+            return 0
+        if r == "final":
+            return None
+        if r.startswith("epoch:") and r[6:].isdigit() and int(r[6:]) >= 1:
+            return int(r[6:])
+        raise TicketkitError(f"prune.rewind: {r!r} is not init, final or epoch:K with K >= 1 (e.g. --rewind epoch:1)")
+
+    def n_rounds(self) -> int:
+        return 1 if self.schedule == "oneshot" else self.levels
+
+
+@dataclass
+class FindConfig:
+    seed: int = field(default=0, metadata=flag("seed for init, data split and data order"))
+    data: DataHparams = field(default_factory=DataHparams)
+    model: ModelHparams = field(default_factory=ModelHparams)
+    train: TrainHparams = field(default_factory=TrainHparams)
+    prune: PruneHparams = field(default_factory=PruneHparams)
+
+    def validate(self) -> "FindConfig":
+        _check(self.seed >= 0, "seed", f"must be non-negative, got {self.seed}")
+        for s in (self.data, self.model, self.train, self.prune):
+            s.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+    def run_name(self) -> str:
+        return f"find-{self.data.dataset}-{self.model.arch}-{self.hash()}"
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "FindConfig":
+        return from_dict(cls, d, where)
+
+
+def config_hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise TicketkitError(f"{key}: {msg}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check a TOML/JSON value against a dataclass field type. Ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise TicketkitError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise TicketkitError(f"{key}: expected a table, got {type(value).__name__} {value!r}")
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and type(value) is tp:
+        if tp is float and value != value:
+            raise TicketkitError(f"{key}: NaN is not a valid value")
+        return value
+    raise TicketkitError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+
+
+def from_dict(cls, d: dict, where: str = "config"):
+    if not isinstance(d, dict):
+        raise TicketkitError(f"{where}: expected a table, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        prefix = "" if where in ("config", "recipe") else f"{where}."
+        raise TicketkitError(f"unknown key {prefix}{unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}")
+    kw = {}
+    for k, v in d.items():
+        tp = hints[k]
+        key = k if where in ("config", "recipe") else f"{where}.{k}"
+        kw[k] = from_dict(tp, v, key) if dataclasses.is_dataclass(tp) else _coerce(v, tp, key)
+    return cls(**kw)
+
+
+def load_recipe(path: str | Path) -> dict:
+    """Read a recipe TOML into a plain dict. Syntax errors name the file and line."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise TicketkitError(f"recipe {path} not found: pass an existing file, e.g. --recipe recipes/quick.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise TicketkitError(f"recipe {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise TicketkitError(f"recipe {path} is not UTF-8 text") from None
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def cli_fields(cls=FindConfig, prefix: tuple = ()):
+    """Yield (path, field, type) for every field that has a CLI flag: what cli.py turns into options."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from cli_fields(tp, prefix + (f.name,))
+        elif f.metadata.get("cli", True):
+            yield prefix + (f.name,), f, tp
+
+
+def set_path(d: dict, path: tuple, value) -> None:
+    for p in path[:-1]:
+        d = d.setdefault(p, {})
+    d[path[-1]] = value

@@ -1,0 +1,287 @@
+"""Datasets, the tokenizer, and encoded-data caching.
+
+Datasets come from the Hub through `datasets` when online, or from a local directory laid out like
+`../shared/data` (`DIR/<name>/{train,test}.parquet`; CSV and the raw `aclImdb/` folder work too).
+The vocabulary is built with `tokenizers` from the source training split and travels with every ticket,
+because an embedding mask only means something under its own vocabulary.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TicketkitError
+from .fsio import write_with
+
+PAD, UNK = "[PAD]", "[UNK]"
+PAD_ID, UNK_ID = 0, 1
+HUB_RETRY_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    hub_id: str
+    label_map: dict | None = None  # hub label -> 0 negative / 1 positive
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+register_dataset(DatasetSpec("imdb", "stanfordnlp/imdb"))
+# fancyzhx/yelp_polarity already uses 0 = negative (1-2 stars), 1 = positive (4-5 stars).
+register_dataset(DatasetSpec("yelp2", "fancyzhx/yelp_polarity", {0: 0, 1: 1}))
+
+
+@dataclass
+class RawSplit:
+    texts: list[str]
+    labels: np.ndarray  # int64, values in {0, 1}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for t in self.texts:
+            h.update(t.encode("utf-8"))
+            h.update(b"\x00")
+        h.update(self.labels.astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def subset(self, idx) -> "RawSplit":
+        return RawSplit([self.texts[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise TicketkitError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("TICKETKIT_CACHE", Path.home() / ".cache" / "ticketkit"))
+
+
+def _check_split(df, where: str) -> RawSplit:
+    cols = set(df.columns)
+    if not {"text", "label"} <= cols:
+        raise TicketkitError(f"{where}: expected columns 'text' and 'label', found {sorted(cols)}; rename them")
+    texts = df["text"]
+    if texts.isna().any() or not all(isinstance(t, str) for t in texts):
+        raise TicketkitError(f"{where}: column 'text' has missing or non-string values; fix or drop those rows")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise TicketkitError(f"{where}: {len(empty)} empty text(s), first at row {empty[0]}; drop those rows")
+    try:
+        labels = df["label"].to_numpy()
+        bad = ~np.isin(labels, [0, 1])
+    except TypeError:
+        bad = np.ones(len(df), dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TicketkitError(f"{where}: labels must be 0 or 1, found {df['label'].iloc[i]!r} at row {i}; map them to 0/1")
+    if len(df) == 0:
+        raise TicketkitError(f"{where}: the split is empty")
+    return RawSplit(list(texts), labels.astype(np.int64))
+
+
+def _read_local(name: str, root: Path, split: str) -> RawSplit:
+    import pandas as pd
+
+    base = root / name
+    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+        p = base / f"{split}.{ext}"
+        if p.exists():
+            try:
+                kw = {"encoding": "utf-8"} if ext == "csv" else {}
+                df = reader(p, **kw)
+            except UnicodeDecodeError:
+                raise TicketkitError(f"{p} is not UTF-8 text: re-save it as UTF-8") from None
+            except Exception as e:  # pyarrow / pandas parse errors
+                raise TicketkitError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            return _check_split(df, str(p))
+    for raw in (base / "aclImdb", root / "aclImdb"):
+        if name == "imdb" and (raw / split).is_dir():
+            return _read_aclimdb(raw / split)
+    raise TicketkitError(
+        f"data dir {root} has no {split} split for {name}: expected {base}/{split}.parquet (or .csv, or aclImdb/{split}/)")
+
+
+def _read_aclimdb(d: Path) -> RawSplit:
+    texts, labels = [], []
+    for label, sub in ((0, "neg"), (1, "pos")):
+        for p in sorted((d / sub).glob("*.txt")):
+            try:
+                texts.append(p.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                raise TicketkitError(f"{p} is not UTF-8 text: re-save it as UTF-8") from None
+            labels.append(label)
+    if not texts:
+        raise TicketkitError(f"{d}: no reviews in neg/ or pos/")
+    return RawSplit(texts, np.asarray(labels, dtype=np.int64))
+
+
+def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
+    marker = _cache_root() / "hub-unreachable"
+    hint = (f"cannot load {spec.hub_id} from the Hugging Face Hub (offline?). "
+            f"Point ticketkit at local data: --data-dir DIR (or TICKETKIT_DATA_DIR) with DIR/{spec.name}/train.parquet and test.parquet")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise TicketkitError(hint)
+    if marker.exists() and time.time() - marker.stat().st_mtime < HUB_RETRY_SECONDS:
+        raise TicketkitError(hint + f" (the Hub failed under a minute ago; not retrying until {HUB_RETRY_SECONDS}s pass)")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(spec.hub_id)
+    except Exception:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise TicketkitError(hint) from None
+    out = {}
+    for split in ("train", "test"):
+        df = ds[split].to_pandas()
+        if spec.label_map:
+            df["label"] = df["label"].map(spec.label_map)
+        out[split] = _check_split(df[["text", "label"]], f"{spec.hub_id}:{split}")
+    return out
+
+
+def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, RawSplit]:
+    """The official train and test splits of a registered dataset, as text and 0/1 labels."""
+    spec = _spec(name)
+    data_dir = data_dir or os.environ.get("TICKETKIT_DATA_DIR")
+    if data_dir:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise TicketkitError(f"data dir {root} does not exist: pass an existing directory to --data-dir")
+        return {s: _read_local(name, root, s) for s in ("train", "test")}
+    return _read_hub(spec)
+
+
+def _stratified_take(split: RawSplit, n: int | None, seed: int) -> RawSplit:
+    if n is None or n >= len(split):
+        return split
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(split)), train_size=n, stratify=split.labels, random_state=seed)
+    return split.subset(np.sort(idx))
+
+
+@dataclass
+class Splits:
+    train: RawSplit
+    val: RawSplit
+    test: RawSplit
+
+
+def make_splits(raw: dict[str, RawSplit], hp, seed: int) -> Splits:
+    """Subsample (stratified, seeded), then carve validation out of train (stratified, seeded)."""
+    from sklearn.model_selection import train_test_split
+
+    train = _stratified_take(raw["train"], hp.max_train, seed)
+    test = _stratified_take(raw["test"], hp.max_test, seed)
+    if len(np.unique(train.labels)) < 2:
+        raise TicketkitError("the training split has only one class: check the labels or raise --max-train")
+    tr, va = train_test_split(np.arange(len(train)), test_size=hp.val_fraction, stratify=train.labels, random_state=seed)
+    return Splits(train.subset(np.sort(tr)), train.subset(np.sort(va)), test)
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+
+def build_tokenizer(texts: list[str], vocab_size: int, max_len: int):
+    """Word-level vocabulary over lower-cased words and punctuation, IMDB's <br /> tags removed."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r"<br\s*/?>"), " "), normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK], show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    configure_tokenizer(tok, max_len)
+    return tok
+
+
+def configure_tokenizer(tok, max_len: int):
+    tok.enable_truncation(max_length=max_len)
+    tok.no_padding()
+    if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:
+        raise TicketkitError("tokenizer.json must have [PAD] as id 0 and [UNK] as id 1: it is not a ticketkit tokenizer")
+    return tok
+
+
+def tokenizer_hash(tok) -> str:
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+
+
+def load_tokenizer(path, max_len: int):
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise TicketkitError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0][:120]})") from None
+    return configure_tokenizer(tok, max_len)
+
+
+@dataclass
+class Encoded:
+    """Token ids right-padded with PAD_ID to the longest review, with true lengths and labels."""
+    ids: torch.Tensor      # int32 [N, L]
+    lengths: torch.Tensor  # int64 [N]
+    labels: torch.Tensor   # int64 [N]
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def encode(split: RawSplit, tok, max_len: int, cache_dir: str | os.PathLike | None = None) -> Encoded:
+    """Encode a split, caching the int tensors on disk keyed by data fingerprint and tokenizer hash."""
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256(f"{split.fingerprint()}|{tokenizer_hash(tok)}|{max_len}".encode()).hexdigest()[:20]
+    path = Path(cache_dir) / "encoded" / f"{key}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            t = load_file(str(path))
+            return Encoded(t["ids"], t["lengths"], t["labels"])
+        except Exception:
+            path.unlink(missing_ok=True)  # a corrupt cache entry is just re-made
+    encs = tok.encode_batch(split.texts, add_special_tokens=False)
+    lengths = np.fromiter((max(1, len(e.ids)) for e in encs), dtype=np.int64, count=len(encs))
+    L = int(lengths.max()) if len(encs) else 1
+    ids = np.zeros((len(encs), L), dtype=np.int32)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = e.ids
+    out = Encoded(torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(split.labels.copy()))
+    if path is not None:
+        write_with(path, lambda p: save_file({"ids": out.ids, "lengths": out.lengths, "labels": out.labels}, str(p)))
+    return out
+
+
+def oov_rate(tok, texts: list[str]) -> float:
+    """Fraction of word tokens that the vocabulary maps to [UNK] (no truncation: the whole text counts)."""
+    trunc = tok.truncation
+    tok.no_truncation()
+    try:
+        encs = tok.encode_batch(texts, add_special_tokens=False)
+    finally:
+        if trunc:
+            tok.enable_truncation(max_length=trunc["max_length"])
+    total = sum(len(e.ids) for e in encs)
+    unk = sum(e.ids.count(UNK_ID) for e in encs)
+    return unk / max(total, 1)

@@ -1,0 +1,295 @@
+"""Finding lottery tickets: iterative (or one-shot) magnitude pruning with rewinding, and its random controls.
+
+    find_ticket(FindConfig(...)) -> Run
+
+Level 0 trains the dense network from its seeded init. Each later level prunes the previous level's trained
+(best-validation) weights, rewinds the survivors (to init, to epoch K, or keeps the trained weights for
+fine-tuning) and retrains. Every level is saved as a ticket as soon as it is done, so a run resumes level by level;
+inside a level, the training engine checkpoints every epoch.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import FindConfig
+from .data import Encoded, build_tokenizer, encode, load_raw, load_tokenizer, make_splits, tokenizer_hash
+from .errors import TicketkitError
+from .fsio import read_json, write_json, write_text, write_with
+from .models import create_model, model_kwargs, prunable_names
+from .prune import densities, full_masks, nonzero_density, prune, shuffled_like
+from .store import Store, level_dirs, pick_level
+from .ticket import Ticket, param_spec
+from .train import train
+
+REINIT_SEED_OFFSET = 1_000_003  # random-reinit draws its weights from seed + this
+
+
+@dataclass
+class Run:
+    """A finished (or partial) run in the store: its run.json and its tickets, one per level."""
+    path: Path
+
+    @property
+    def info(self) -> dict:
+        return read_json(self.path / "run.json")
+
+    @property
+    def levels(self) -> list[dict]:
+        return self.info.get("levels", [])
+
+    @property
+    def config(self) -> FindConfig:
+        return FindConfig.from_dict(self.info["config"])
+
+    def ticket_paths(self) -> list[Path]:
+        return level_dirs(self.path)
+
+    def ticket(self, level: str | int | None = None) -> Ticket:
+        """The sparsest level by default; an int picks a level, a string like '16.9' the closest % remaining."""
+        return Ticket.load(pick_level(self.ticket_paths(), None if level is None else str(level)))
+
+    def __repr__(self) -> str:
+        return f"Run({self.path.name!r}, levels={len(self.levels)}, status={self.info.get('status')!r})"
+
+
+@dataclass
+class Prepared:
+    train: Encoded
+    val: Encoded
+    test: Encoded
+    tokenizer: object
+    info: dict
+
+
+def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=None) -> Prepared:
+    """Load, split, (build the vocabulary from train if none is given,) encode with an on-disk cache."""
+    raw = load_raw(data_hp.dataset, data_dir)
+    splits = make_splits(raw, data_hp, seed)
+    tok = tokenizer or build_tokenizer(splits.train.texts, data_hp.vocab_size, data_hp.max_len)
+    enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
+    info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
+            **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
+    return Prepared(enc["train"], enc["val"], enc["test"], tok, info)
+
+
+def _load_state(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    from safetensors.torch import save_file
+    write_with(path, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, str(p)))
+
+
+def _versions() -> dict:
+    return {"ticketkit": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, progress: bool = True,
+                command: str | None = None, device=None, stop_flag=None) -> Run:
+    """Run (or reuse) the lottery-ticket search that `config` describes. Returns the Run in the store."""
+    cfg = (config or FindConfig()).validate()
+    store = Store(store) if not isinstance(store, Store) else store
+    store.ensure()
+    name = cfg.run_name()
+    rd = store.run_dir(name)
+    if _complete(rd):
+        _log(progress, f"reusing finished run {rd}")
+        return Run(rd)
+    source = None
+    if cfg.prune.control != "none":  # a control re-uses (or first runs) the magnitude run with the same settings
+        source = find_ticket(replace(cfg, prune=replace(cfg.prune, control="none")), data_dir=data_dir, store=store,
+                             progress=progress, command=None, device=device, stop_flag=stop_flag)
+    with store.lock(name):
+        if _complete(rd):  # another process finished it while we waited for the lock
+            return Run(rd)
+        rd.mkdir(parents=True, exist_ok=True)
+        info = read_json(rd / "run.json") if (rd / "run.json").exists() else {
+            "name": name, "kind": "find", "config": cfg.to_dict(), "status": "running", "levels": [],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
+        info["status"] = "running"
+        write_json(rd / "run.json", info)
+        _Search(cfg, rd, store, info, data_dir, progress, device, stop_flag, source).run()
+        return Run(rd)
+
+
+def _complete(rd: Path) -> bool:
+    if not (rd / "run.json").exists():
+        return False
+    try:
+        return read_json(rd / "run.json").get("status") == "complete"
+    except TicketkitError:
+        return False
+
+
+class _Search:
+    def __init__(self, cfg: FindConfig, rd: Path, store: Store, info: dict, data_dir, progress, device, stop_flag, source):
+        self.cfg, self.rd, self.store, self.info = cfg, rd, store, info
+        self.data_dir, self.progress, self.device, self.stop_flag, self.source = data_dir, progress, device, stop_flag, source
+
+    def run(self) -> None:
+        cfg, rd = self.cfg, self.rd
+        tok_path = rd / "tokenizer.json"
+        tok = None
+        if self.source is not None:
+            tok = load_tokenizer(self.source.path / "tokenizer.json", cfg.data.max_len)
+        elif tok_path.exists():
+            tok = load_tokenizer(tok_path, cfg.data.max_len)
+        _log(self.progress, f"[{rd.name}] loading {cfg.data.dataset}")
+        self.data = prepare_data(cfg.data, cfg.seed, self.data_dir, self.store.cache, tok)
+        if not tok_path.exists():
+            write_text(tok_path, self.data.tokenizer.to_str())
+        self.info["data"] = self.data.info
+        self.vocab = self.data.tokenizer.get_vocab_size()
+        model = self.new_model(cfg.seed)
+        self.init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.spec = param_spec(model)
+        self.names = prunable_names(model, cfg.prune.exclude)
+        rows = self.controls() if self.source is not None else self.imp()
+        self.info.update(status="complete", levels=rows, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_text(rd / "levels.csv", _csv(rows))
+        write_json(rd / "run.json", self.info)
+        _log(self.progress, f"[{rd.name}] done: {len(rows)} levels in {rd}")
+
+    def new_model(self, seed: int):
+        return create_model(self.cfg.model.arch, self.vocab, seed=seed, **model_kwargs(self.cfg.model))
+
+    # --------------------------------------------------------------------------- iterative magnitude pruning
+    def imp(self) -> list[dict]:
+        cfg, rd = self.cfg, self.rd
+        pr = cfg.prune
+        k = pr.rewind_epoch()
+        masks = full_masks(self.init, self.names)
+        rewind_state = self.init
+        rows, level = [], 0
+        trained_prev = None
+        while True:
+            ld = rd / f"level-{level:02d}"
+            tp = rd / "trained" / f"level-{level:02d}.safetensors"
+            if (ld / "manifest.json").exists() and tp.exists():  # finished before an interruption: reuse it
+                t = Ticket.load(ld)
+                masks, trained = t.masks, _load_state(tp)
+                if level == 0:
+                    rewind_state = t.rewind
+                row = t.config["summary"]
+                _log(self.progress, f"[{rd.name}] level {level}: reusing finished ticket ({row['density_prunable']:.2%} remaining)")
+            else:
+                if level == 0 or k is not None:
+                    start = self.init if level == 0 else rewind_state
+                else:  # fine-tuning: continue from the previous level's trained weights
+                    start = trained_prev
+                res, row = self.train_level(level, masks, start, snapshot_epochs=(k,) if (level == 0 and k) else ())
+                trained = res.best_state
+                if level == 0 and k:
+                    rewind_state = res.snapshots[k]
+                ticket_rewind = rewind_state if (k is not None or level == 0) else start
+                _save_state(tp, trained)
+                self.save_ticket(ld, level, self.init, masks, ticket_rewind, row)
+            rows.append(row)
+            trained_prev = trained
+            rate = self.next_rate(level, row["density_prunable"])
+            if rate is None:
+                return rows
+            masks = prune(trained, masks, rate, pr.scope, pr.layer_rates)
+            level += 1
+
+    def next_rate(self, level: int, density: float) -> float | None:
+        pr = self.cfg.prune
+        if pr.schedule == "oneshot":
+            return 1.0 - pr.target if level == 0 else None
+        if level >= pr.levels:
+            return None
+        if pr.target is not None:
+            if density <= pr.target * (1 + 1e-9):
+                return None
+            return min(pr.rate, 1.0 - pr.target / density)  # the last round lands on the target
+        return pr.rate
+
+    # --------------------------------------------------------------------------- controls
+    def controls(self) -> list[dict]:
+        """Retrain each level of the magnitude run under a control: the same per-layer densities with a shuffled
+        mask over the same starting weights (random-prune), or the same mask over re-drawn weights (random-reinit)."""
+        cfg, rd = self.cfg, self.rd
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        reinit = {k: v.detach().clone() for k, v in self.new_model(cfg.seed + REINIT_SEED_OFFSET).state_dict().items()}
+        rows, prev = [], None
+        for i, src_dir in enumerate(self.source.ticket_paths()):
+            src = Ticket.load(src_dir)
+            if cfg.prune.control == "random-prune":
+                masks = shuffled_like(src.masks, gen, within=prev)  # draw every level, so the generator stays in step
+                init, start = src.init, src.rewind
+            else:
+                masks, init, start = src.masks, reinit, reinit
+            prev = masks
+            ld = rd / f"level-{i:02d}"
+            if (ld / "manifest.json").exists():
+                rows.append(Ticket.load(ld).config["summary"])
+                continue
+            res, row = self.train_level(i, masks, start)
+            self.save_ticket(ld, i, init, masks, start, row)
+            rows.append(row)
+        return rows
+
+    # --------------------------------------------------------------------------- one level
+    def train_level(self, level: int, masks, start: dict, snapshot_epochs=()):
+        cfg = self.cfg
+        model = self.new_model(cfg.seed)
+        model.load_state_dict({n: start[n] * masks[n] if n in masks else start[n] for n in start})
+        dens = densities(masks, self.init)
+        _log(self.progress, f"[{self.rd.name}] level {level}: training at {dens['prunable']:.2%} of prunable weights "
+                            f"({dens['all']:.2%} of all)")
+        ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
+        res = train(model, masks, self.data.train, self.data.val, self.data.test, cfg.train, cfg.seed, device=self.device,
+                    snapshot_epochs=snapshot_epochs, checkpoint=ck, progress=self.progress,
+                    desc=f"level {level}", stop_flag=self.stop_flag)
+        row = {"level": level, "density_prunable": dens["prunable"], "density_all": dens["all"],
+               "density_nonzero": nonzero_density(model, self.names),
+               "val_accuracy": res.val["accuracy"], "val_loss": res.val["loss"],
+               "test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"],
+               "best_epoch": res.best_epoch, "epochs": res.epochs, "seconds": round(res.seconds, 2),
+               "layers": dens["layers"]}
+        _log(self.progress, f"[{self.rd.name}] level {level}: test accuracy {res.test['accuracy']:.4f} "
+                            f"(best epoch {res.best_epoch}/{res.epochs}, {res.seconds:.0f}s)")
+        self._done_ck = ck
+        return res, row
+
+    def save_ticket(self, ld: Path, level: int, init: dict, masks, rewind: dict, row: dict) -> None:
+        cfg = self.cfg
+        full_mask = {n: masks[n] if n in masks else torch.ones_like(t, dtype=torch.bool) for n, t in init.items()}
+        config = {
+            "ticketkit": "ticket", "format": 1, "run": self.rd.name, "level": level, "find": cfg.to_dict(),
+            "seed": cfg.seed, "vocab_size": self.vocab, "prunable": self.names, "params": self.spec,
+            "density": {"prunable": row["density_prunable"], "all": row["density_all"], "layers": row["layers"]},
+            "metrics": {k: row[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_macro_f1", "best_epoch", "epochs")},
+            "summary": row, "data": self.data.info, "command": self.info.get("command"), "versions": _versions(),
+        }
+        ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer)
+        ticket.save(ld, overwrite=True)
+        ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
+        ck.unlink(missing_ok=True)  # the ticket supersedes the in-level checkpoint
+
+
+def _csv(rows: list[dict]) -> str:
+    cols = ["level", "density_prunable", "density_all", "density_nonzero", "val_accuracy", "test_accuracy",
+            "test_macro_f1", "best_epoch", "epochs", "seconds"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

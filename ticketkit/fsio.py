@@ -1,0 +1,96 @@
+"""Atomic file writes: temp file in the same directory, fsync, rename.
+
+A reader (or a crash) never sees a half-written file: it sees the old file or the new one.
+Errors from the filesystem (disk full, permissions) become one-line TicketkitErrors.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import TicketkitError
+
+
+def _fs_error(path: Path, e: OSError) -> TicketkitError:
+    if e.errno == errno.ENOSPC:
+        return TicketkitError(f"disk full while writing {path}: free space or point --store elsewhere")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return TicketkitError(f"permission denied writing {path}: make the store writable or use --store DIR")
+    return TicketkitError(f"cannot write {path}: {e.strerror or e}")
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success fsync it and rename it over `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _fs_error(path, e) from None
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _fs_error(path, e) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_with(path, writer: Callable[[Path], None]) -> None:
+    """For libraries that write to a path themselves (safetensors, matplotlib)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TicketkitError(f"missing file {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TicketkitError(f"{path} is not valid JSON ({e}): the file is corrupt; re-create it") from None
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

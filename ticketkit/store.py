@@ -1,0 +1,157 @@
+"""The local store: a directory of runs, each named for its settings hash (OpenLTH-style).
+
+    artifacts/
+      find-imdb-cnn-<hash>/       run.json, levels.csv, tokenizer.json, level-00/ ... level-28/ (tickets)
+      transfer-<hash>/            results.json, results.csv, report.md, accuracy_vs_density.png
+      hub/<user>/<repo>/<commit>/ tickets pulled from the Hub
+      .cache/                     encoded datasets
+      .locks/                     file locks, one per run
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import TicketkitError
+from .fsio import read_json
+
+LEVEL_RE = re.compile(r"^level-(\d+)$")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("TICKETKIT_STORE") or "artifacts")
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_root()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".cache"
+
+    def ensure(self) -> "Store":
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / ".locks").mkdir(exist_ok=True)
+        except OSError as e:
+            raise TicketkitError(f"cannot create the store at {self.root} ({e.strerror}): pass a writable --store DIR") from None
+        if not os.access(self.root, os.W_OK):
+            raise TicketkitError(f"the store {self.root} is not writable: fix its permissions or pass --store DIR")
+        return self
+
+    def lock(self, name: str, timeout: float = -1):
+        """A file lock per run: two processes with the same settings take turns, and the second reuses the first's work."""
+        from filelock import FileLock
+
+        self.ensure()
+        return FileLock(str(self.root / ".locks" / f"{name}.lock"), timeout=timeout)
+
+    def run_dir(self, name: str) -> Path:
+        self._safe_name(name)
+        return self.root / name
+
+    @staticmethod
+    def _safe_name(name: str) -> None:
+        if not name or ".." in Path(name).parts or Path(name).is_absolute() or "\\" in name:
+            raise TicketkitError(f"{name!r} is not a valid run name inside the store")
+
+    # ------------------------------------------------------------------ listing
+    def runs(self, kind: str | None = None) -> list[dict]:
+        """Every run in the store with its status; incomplete or unreadable ones are listed, not hidden."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for d in sorted(self.root.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or d.name == "hub":
+                continue
+            out.append(self._describe(d))
+        hub = self.root / "hub"
+        if hub.is_dir():
+            for d in sorted(hub.glob("*/*/*")):
+                if d.is_dir() and not d.name.startswith("."):
+                    out.append(self._describe(d))
+        return [r for r in out if kind is None or r.get("kind") == kind]
+
+    def _describe(self, d: Path) -> dict:
+        name = str(d.relative_to(self.root))
+        if (d / "run.json").exists():
+            try:
+                info = read_json(d / "run.json")
+                return {**info, "name": name, "path": str(d)}
+            except TicketkitError as e:
+                return {"name": name, "path": str(d), "status": "corrupt", "error": str(e)}
+        if (d / "results.json").exists():
+            return {"name": name, "path": str(d), "kind": "transfer", "status": "complete"}
+        if (d / "manifest.json").exists() or (d / "ticket.safetensors").exists():
+            return {"name": name, "path": str(d), "kind": "ticket", "status": "complete" if (d / "manifest.json").exists() else "incomplete"}
+        if any(LEVEL_RE.match(p.name) for p in d.iterdir()):
+            return {"name": name, "path": str(d), "kind": "pulled-run", "status": "complete"}
+        return {"name": name, "path": str(d), "status": "unknown"}
+
+    def newest(self, kind: str = "find", dataset: str | None = None) -> Path | None:
+        runs = [r for r in self.runs(kind) if r.get("status") == "complete"
+                and (dataset is None or r.get("config", {}).get("data", {}).get("dataset") == dataset)]
+        if not runs:
+            return None
+        return Path(max(runs, key=lambda r: r.get("finished", ""))["path"])
+
+    # ------------------------------------------------------------------ resolving what the user typed
+    def resolve(self, ref: str, level: str | None = None) -> Path:
+        """A ticket directory for: a ticket path, a run path or name (its sparsest level unless `level`),
+        or hf://user/repo[@rev] (pulled into the store first)."""
+        if ref.startswith("hf://"):
+            from .hub import pull
+
+            return self.resolve(str(pull(ref[5:], store=self)), level)
+        p = Path(ref)
+        if not p.exists():
+            matches = [d for d in (self.root.iterdir() if self.root.is_dir() else []) if d.name == ref] or \
+                      [d for d in (self.root.iterdir() if self.root.is_dir() else []) if d.name.startswith(ref) and not d.name.startswith(".")]
+            if len(matches) > 1:
+                raise TicketkitError(f"{ref!r} matches {len(matches)} runs in {self.root}: give more of the name ({matches[0].name}, ...)")
+            if not matches:
+                raise TicketkitError(f"no ticket or run called {ref!r} (not a path, and not in the store {self.root}); see `ticketkit ls`")
+            p = matches[0]
+        if (p / "ticket.safetensors").exists() or (p / "manifest.json").exists():
+            if level is not None:
+                raise TicketkitError(f"{p} is a single ticket: --level applies to runs only")
+            return p
+        levels = level_dirs(p)
+        if not levels:
+            raise TicketkitError(f"{p} holds no tickets (no level-NN/ with a manifest): is the run finished? see `ticketkit show {p}`")
+        return pick_level(levels, level)
+
+
+def level_dirs(run: Path) -> list[Path]:
+    """Complete ticket directories of a run, in level order. Incomplete ones (no manifest) are skipped."""
+    out = []
+    for d in run.iterdir() if run.is_dir() else []:
+        m = LEVEL_RE.match(d.name)
+        if m and (d / "manifest.json").exists():
+            out.append((int(m.group(1)), d))
+    return [d for _, d in sorted(out)]
+
+
+def pick_level(levels: list[Path], level: str | None) -> Path:
+    """`level`: an integer is a level index; a number with '.' or '%' is % weights remaining (closest measured)."""
+    if level is None:
+        return levels[-1]
+    s = str(level).strip()
+    if "." in s or s.endswith("%"):
+        try:
+            want = float(s.rstrip("%")) / 100
+        except ValueError:
+            raise TicketkitError(f"--level {level!r}: expected a level index (3) or % weights remaining (16.9)") from None
+        dens = [(abs(read_json(d / "config.json")["density"]["prunable"] - want), i) for i, d in enumerate(levels)]
+        return levels[min(dens)[1]]
+    if not s.isdigit():
+        raise TicketkitError(f"--level {level!r}: expected a level index (3) or % weights remaining (16.9)")
+    for d in levels:
+        if int(LEVEL_RE.match(d.name).group(1)) == int(s):
+            return d
+    raise TicketkitError(f"level {s} is not in this run (it has levels {', '.join(d.name[6:] for d in levels)})")

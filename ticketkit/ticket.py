@@ -1,0 +1,246 @@
+"""A ticket: init weights + bool mask + rewind weights in safetensors, with config, tokenizer and model card beside.
+
+    my-ticket/
+      ticket.safetensors   init.<param>, mask.<param> (bool), rewind.<param> for every parameter; JSON __metadata__.
+                           init and rewind are stored unmasked (the network is rewind * mask), so the controls
+                           (a shuffled mask over the same starting weights) can be built from a ticket alone.
+      config.json          settings, measured densities, accuracies, shapes, versions
+      tokenizer.json       the vocabulary the embedding (and its mask) is indexed by
+      README.md            model card (YAML metadata the Hub renders)
+      manifest.json        sha256 of every file above; written last, so its presence means "complete"
+
+It feels like a `huggingface_hub` model: `save_pretrained`, `from_pretrained`, `push_to_hub` come from
+`ModelHubMixin`. It never goes through pickle, and every load is verified.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelHubMixin
+
+from . import __version__
+from .errors import IntegrityError, TicketkitError
+from .fsio import fsync_dir, read_json, sha256_file, write_json, write_text, write_with
+
+TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md")
+FORMAT_VERSION = 1
+KINDS = ("init", "mask", "rewind")
+
+
+class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "pruning", "text-classification"],
+             repo_url="https://github.com/ticketkit/ticketkit"):
+    def __init__(self, config: dict, init: dict, mask: dict, rewind: dict, tokenizer=None, path: Path | None = None):
+        self.config = config
+        self.init, self.mask, self.rewind = init, mask, rewind
+        self.tokenizer = tokenizer
+        self.path = Path(path) if path else None
+
+    # ------------------------------------------------------------------ what a researcher asks of a ticket
+    @property
+    def arch(self) -> str:
+        return self.config["find"]["model"]["arch"]
+
+    @property
+    def prunable(self) -> list[str]:
+        return list(self.config["prunable"])
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Masks of the prunable parameters only (the others are all True)."""
+        return {n: self.mask[n] for n in self.prunable}
+
+    @property
+    def density(self) -> float:
+        return self.config["density"]["prunable"]
+
+    def build_model(self, weights: str = "rewind", device=None) -> torch.nn.Module:
+        """The exact model, holding `weights` (rewind | init) times the mask. Training it under
+        `self.masks` is retraining the ticket."""
+        from .models import create_model, model_kwargs
+        from .config import ModelHparams, from_dict
+
+        hp = from_dict(ModelHparams, self.config["find"]["model"], "model")
+        model = create_model(hp.arch, self.config["vocab_size"], seed=None, **model_kwargs(hp))
+        src = {"rewind": self.rewind, "init": self.init}[weights]
+        model.load_state_dict({n: src[n] * self.mask[n] for n in src})
+        return model.to(device) if device else model
+
+    # ------------------------------------------------------------------ saving
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Called by ModelHubMixin.save_pretrained / push_to_hub. Writes every file and the manifest last."""
+        from safetensors.torch import save_file
+
+        d = Path(save_directory)
+        tensors = {}
+        for kind in KINDS:
+            for n, t in getattr(self, kind).items():
+                # safetensors refuses shared or strided storage (rewind == init at level 0): clone each tensor.
+                tensors[f"{kind}.{n}"] = t.detach().cpu().contiguous().clone()
+        meta = {"ticketkit": json.dumps({"format": FORMAT_VERSION, "version": __version__,
+                                         "density": self.config["density"]["prunable"]})}
+        write_with(d / "ticket.safetensors", lambda p: save_file(tensors, str(p), metadata=meta))
+        write_json(d / "config.json", self.config)
+        if self.tokenizer is None:
+            raise TicketkitError("a ticket needs its tokenizer: the embedding mask only means something under it")
+        write_text(d / "tokenizer.json", self.tokenizer.to_str())
+        from .card import ticket_card
+
+        write_text(d / "README.md", ticket_card(self.config))
+        write_manifest(d)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write atomically: into a temp dir beside `path`, then one rename. A reader never sees half a ticket."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise TicketkitError(f"{path} already exists: choose another path or pass overwrite=True")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            self.save_pretrained(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+            fsync_dir(path.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.path = path
+        return path
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Ticket":
+        """Load a ticket directory. Verifies digests, shapes, dtypes, mask values, densities and NaNs."""
+        from safetensors import safe_open
+
+        from .data import load_tokenizer
+
+        d = Path(path)
+        if not (d / "ticket.safetensors").exists() and not (d / "config.json").exists():
+            raise TicketkitError(f"{d} is not a ticket directory (no ticket.safetensors): pass a ticket, a run, or hf://user/repo")
+        if verify:
+            check_manifest(d)
+        config = read_json(d / "config.json")
+        if not isinstance(config, dict) or "params" not in config or "find" not in config:
+            raise IntegrityError(f"{d}/config.json is not a ticketkit ticket config (no 'params'/'find'): re-create the ticket")
+        try:
+            with safe_open(str(d / "ticket.safetensors"), "pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise IntegrityError(f"{d}/ticket.safetensors is unreadable ({str(e).splitlines()[0][:100]}): the file is corrupt or truncated") from None
+        parts = {k: {} for k in KINDS}
+        for k, t in tensors.items():
+            kind, _, name = k.partition(".")
+            if kind not in parts:
+                raise IntegrityError(f"{d}/ticket.safetensors has an unexpected tensor {k!r}")
+            parts[kind][name] = t
+        max_len = config["find"]["data"]["max_len"]
+        tok = load_tokenizer(d / "tokenizer.json", max_len) if (d / "tokenizer.json").exists() else None
+        ticket = cls(config, parts["init"], parts["mask"], parts["rewind"], tok, path=d)
+        if verify:
+            problems = ticket.problems()
+            if problems:
+                raise IntegrityError(f"{d}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return ticket
+
+    def problems(self) -> list[str]:
+        """Everything wrong with this ticket's contents (empty when it is sound)."""
+        out = []
+        spec = self.config.get("params", {})
+        for kind in KINDS:
+            have = getattr(self, kind)
+            for n in sorted(set(spec) - set(have)):
+                out.append(f"missing tensor {kind}.{n}")
+            for n in sorted(set(have) - set(spec)):
+                out.append(f"tensor {kind}.{n} is not a parameter of this architecture")
+        for n, s in spec.items():
+            shape, dtype = list(s["shape"]), s["dtype"]
+            for kind in KINDS:
+                t = getattr(self, kind).get(n)
+                if t is None:
+                    continue
+                if list(t.shape) != shape:
+                    out.append(f"{kind}.{n} has shape {list(t.shape)}, config.json says {shape}")
+                want = "bool" if kind == "mask" else dtype
+                if str(t.dtype).replace("torch.", "") != want:
+                    out.append(f"{kind}.{n} has dtype {str(t.dtype).replace('torch.', '')}, expected {want}")
+                elif kind != "mask" and not bool(torch.isfinite(t).all()):
+                    out.append(f"{kind}.{n} contains NaN or inf weights")
+        if out:
+            return out
+        from .prune import densities
+
+        dens = densities(self.masks, self.init)
+        rec = self.config.get("density", {})
+        for key in ("prunable", "all"):
+            if not math.isclose(dens[key], rec.get(key, -1), rel_tol=0, abs_tol=1e-9):
+                out.append(f"measured {key} density {dens[key]:.6f} differs from the recorded {rec.get(key)}")
+        for n in self.mask:
+            if n not in self.prunable and not bool(self.mask[n].all()):
+                out.append(f"mask.{n} prunes a parameter that is not prunable")
+        if self.tokenizer is None:
+            out.append("tokenizer.json is missing: the embedding mask is meaningless without it")
+        elif self.tokenizer.get_vocab_size() != self.config.get("vocab_size"):
+            out.append(f"tokenizer.json has {self.tokenizer.get_vocab_size()} words, the ticket was built for "
+                       f"{self.config.get('vocab_size')}: wrong tokenizer")
+        return out
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token, **kw):
+        """Hub or local directory -> verified Ticket. `subfolder=` picks a level of a pushed run."""
+        from huggingface_hub import snapshot_download
+
+        from .hub import hub_errors
+
+        sub = kw.get("subfolder")
+        if os.path.isdir(model_id):
+            return cls.load(Path(model_id) / sub if sub else model_id)
+        with hub_errors(model_id, revision):
+            local = snapshot_download(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token)
+        return cls.load(Path(local) / sub if sub else local)
+
+    def __repr__(self) -> str:
+        return (f"Ticket(arch={self.arch!r}, level={self.config.get('level')}, density={self.density:.4%}, "
+                f"test_accuracy={self.config.get('metrics', {}).get('test_accuracy')})")
+
+
+def write_manifest(d: Path) -> None:
+    files = {f: {"sha256": sha256_file(d / f), "bytes": (d / f).stat().st_size} for f in TICKET_FILES if (d / f).exists()}
+    write_json(d / "manifest.json", {"format": FORMAT_VERSION, "files": files})
+
+
+def check_manifest(d: Path) -> None:
+    m = d / "manifest.json"
+    if not m.exists():
+        raise IntegrityError(f"{d} is incomplete (no manifest.json): it was interrupted while being written; delete it and re-run")
+    man = read_json(m)
+    files = man.get("files") if isinstance(man, dict) else None
+    if not isinstance(files, dict) or "ticket.safetensors" not in files:
+        raise IntegrityError(f"{d}/manifest.json is malformed: re-create the ticket")
+    for name, info in files.items():
+        p = d / name
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise IntegrityError(f"{d}/manifest.json names an unsafe path {name!r}")
+        if not p.exists():
+            raise IntegrityError(f"{d}/{name} is missing: the ticket is incomplete")
+        if p.is_symlink():
+            raise IntegrityError(f"{d}/{name} is a symlink: tickets hold plain files only")
+        if p.stat().st_size != info.get("bytes"):
+            raise IntegrityError(f"{d}/{name} is {p.stat().st_size} bytes, the manifest says {info.get('bytes')}: truncated or modified")
+        if sha256_file(p) != info.get("sha256"):
+            raise IntegrityError(f"{d}/{name} does not match its sha256 in manifest.json: the file was modified or corrupted")
+
+
+def param_spec(model: torch.nn.Module) -> dict:
+    return {n: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")} for n, p in model.named_parameters()}
