@@ -77,13 +77,22 @@ def ticket_card(cfg: dict) -> str:
     return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + _body(name, cfg, rows, load)))
 
 
-def run_card(run_summary: dict, level_cfgs: list[dict]) -> str:
+def run_card(run_summary: dict, level_cfgs: list[dict], subfolders: list[str] | None = None,
+             repo_id: str | None = None) -> str:
+    """The index card of a pushed run: every level's density and accuracy, and the subfolder that holds it."""
     cfg = level_cfgs[0]
     f = cfg["find"]
     name = f"{f['data']['dataset']}-{f['model']['arch']} lottery-ticket run ({len(level_cfgs)} levels)"
     rows = [level_row(c) for c in level_cfgs]
+    subs = subfolders or [f"level-{r['level']:02d}" for r in rows]
+    repo = repo_id or "<user>/<repo>"
     load = ('from ticketkit import Ticket\n'
-            'ticket = Ticket.from_pretrained("<user>/<repo>", subfolder="level-03")   # one level of the run\n'
+            f'ticket = Ticket.from_pretrained("{repo}", subfolder="{subs[-1]}")   # one level of the run\n'
             'model = ticket.build_model()')
+    body = _body(name, {**cfg, "command": run_summary.get("command") or cfg.get("command")}, rows, load)
+    body = body.replace("Or retrain it on another dataset: `ticketkit transfer hf://<this repo> --to yelp2`.",
+                        f"Or pull it and retrain its tickets on another dataset:\n\n```\nticketkit pull {repo}\n"
+                        f"ticketkit transfer hf://{repo} --to yelp2\n```\n\nLevels: "
+                        + ", ".join(f"`{s}/`" for s in subs) + ".")
     return str(ModelCard.from_template(_card_data(f["model"]["arch"], f["data"]["dataset"], rows, name),
-                                       template_str="---\n{{ card_data }}\n---\n" + _body(name, cfg, rows, load)))
+                                       template_str="---\n{{ card_data }}\n---\n" + body))

@@ -151,11 +151,14 @@ def ls_cmd(store, hub_user, as_json):
     runs = Store(store).runs()
     rows = []
     for r in runs:
-        lv = r.get("levels") or []
-        rows.append([r["name"], r.get("kind", "?"), r.get("status", "?"), len(lv),
-                     f"{lv[-1]['density_prunable'] * 100:.2f}" if lv else "",
-                     f"{lv[0]['test_accuracy'] * 100:.2f}" if lv else "",
-                     f"{lv[-1]['test_accuracy'] * 100:.2f}" if lv else ""])
+        lv = r.get("levels") if isinstance(r.get("levels"), list) else []
+        status = r.get("status", "?") + (f" ({len(r['incomplete_tickets'])} incomplete ticket(s))" if r.get("incomplete_tickets") else "")
+        try:
+            nums = [f"{lv[-1]['density_prunable'] * 100:.2f}", f"{lv[0]['test_accuracy'] * 100:.2f}",
+                    f"{lv[-1]['test_accuracy'] * 100:.2f}"] if lv else ["", "", ""]
+        except (KeyError, TypeError, IndexError):  # a run.json edited by hand: list it, don't crash
+            nums, status = ["", "", ""], "corrupt"
+        rows.append([r["name"], r.get("kind", "?"), status, len(lv) or r.get("tickets", 0), *nums])
     _emit(runs, as_json, format_table(["run", "kind", "status", "levels", "% remaining", "dense acc", "sparsest acc"], rows)
           if rows else f"no runs in {Store(store).root}")
 
@@ -175,9 +178,18 @@ def show(ref, level, store, as_json):
     if not ref.startswith("hf://") and not p.exists():
         p = st.root / ref if (st.root / ref).exists() else None
     if p is not None and (p / "run.json").exists() and level is None:
-        info = read_json(p / "run.json")
+        info = Store(p.parent)._describe(p)  # lists corrupt and interrupted runs as such instead of failing
+        if info.get("status") == "corrupt":
+            _emit(info, as_json, f"run {p}\nstatus corrupt: {info.get('error')}")
+            sys.exit(3)
         cfg = info.get("config", {})
-        _emit(info, as_json, f"{_levels_table(info, p)}\nstatus {info.get('status')}\nconfig {json.dumps(cfg, sort_keys=True)}")
+        try:
+            table = _levels_table(info, p)
+        except (KeyError, TypeError):
+            table = f"run {p}\n(run.json levels are malformed: run `ticketkit verify {p}`)"
+        states = f"\ntickets {info.get('tickets', 0)} complete" + (
+            f", incomplete: {', '.join(info['incomplete_tickets'])}" if info.get("incomplete_tickets") else "")
+        _emit(info, as_json, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}")
         return
     from .ticket import Ticket
 
@@ -206,6 +218,234 @@ def verify(ref, store, as_json):
         sys.exit(1)
 
 
+def _hub_progress(quiet: bool) -> None:
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+@main.command()
+@click.argument("ref")
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="create the repo as private")
+@click.option("--level", default=None, help="push one level of a run: an index (3) or % weights remaining (16.9)")
+@click.option("--store", type=click.Path(file_okay=False), default=None)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--json", "as_json", is_flag=True)
+def push(ref, repo_id, private, level, store, quiet, as_json):
+    """Publish a ticket, or a whole run (one level-NN/ subfolder per level and an index card), to the Hugging Face
+    Hub as REPO_ID, in one commit. The token comes from HF_TOKEN or `huggingface-cli login`."""
+    from .hub import push as hub_push
+
+    _hub_progress(quiet)
+    info = hub_push(ref, repo_id, private=private, level=level, store=store)
+    repo = info.repo_url.repo_id if getattr(info, "repo_url", None) else repo_id
+    _emit({"repo": repo, "commit": info.oid, "commit_url": info.commit_url, "message": info.commit_message}, as_json,
+          f"{info.commit_message}\ncommit {info.commit_url}\nanyone can now run: ticketkit pull {repo}@{info.oid}")
+
+
+@main.command()
+@click.argument("spec", metavar="USER/REPO[@REVISION]")
+@click.option("--store", type=click.Path(file_okay=False), default=None)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--json", "as_json", is_flag=True)
+def pull(spec, store, quiet, as_json):
+    """Download a ticket or run from the Hugging Face Hub into the store (store/hub/<user>/<repo>/<commit>/) and
+    verify it. It loads offline afterwards."""
+    from .fsio import read_json
+    from .hub import pull as hub_pull
+    from .report import format_table
+    from .store import level_dirs
+
+    _hub_progress(quiet)
+    path = hub_pull(spec, store=store)
+    dirs = [path] if (path / "manifest.json").exists() else level_dirs(path)
+    rows = []
+    for d in dirs:
+        c = read_json(d / "config.json")
+        rows.append({"ticket": str(d), "level": c.get("level"), "density_prunable": c["density"]["prunable"],
+                     "test_accuracy": c.get("metrics", {}).get("test_accuracy")})
+    table = format_table(["ticket", "level", "% remaining", "test acc"],
+                         [[r["ticket"], r["level"], f"{r['density_prunable'] * 100:.3f}",
+                           "" if r["test_accuracy"] is None else f"{r['test_accuracy'] * 100:.2f}"] for r in rows])
+    spec_ref = spec[5:] if spec.startswith("hf://") else spec
+    _emit({"path": str(path), "commit": path.name, "tickets": rows}, as_json,
+          f"pulled {spec_ref.partition('@')[0]}@{path.name} into {path}\n{table}\n"
+          f"next: ticketkit transfer hf://{spec_ref.partition('@')[0]}@{path.name} --to yelp2")
+
+
+class _SweepGroup(click.Group):
+    """`ticketkit sweep RECIPE ...` runs a sweep; `ticketkit sweep status SWEEP` reads one. Anything that is not a
+    subcommand name is the recipe of an implicit `run`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_SweepGroup)
+def sweep():
+    """Run a grid of find/transfer cells (locally or on Ray): `ticketkit sweep RECIPE`, `ticketkit sweep status SWEEP`."""
+
+
+@sweep.command("run")
+@click.argument("recipe", type=click.Path())
+@click.option("--ray", "ray_address", default=None, metavar="auto|local|ADDRESS",
+              help="run each cell as a Ray task: auto (a running cluster), local (start one here), or host:port")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="local backend: worker processes; --ray local: CPUs of the local Ray instance")
+@click.option("--cpus-per-cell", type=float, default=None, help="Ray: CPUs requested per cell (default: the recipe's num_cpus, 1)")
+@click.option("--quick", is_flag=True, help="merge the recipe's [quick] table over it (tiny subsample, few epochs)")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="load datasets from DIR/<name>/{train,test}.parquet (or TICKETKIT_DATA_DIR)")
+@click.option("--store", default=None, help="the store: a directory (shared by all Ray nodes) or hf://org/repo (push each finished cell)")
+@click.option("--quiet", is_flag=True, help="no live view")
+@click.option("--json", "as_json", is_flag=True, help="print the cells' states on stdout")
+def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, store, quiet, as_json):
+    """Run every cell of RECIPE that is not done yet; failed and pending cells of an earlier run are retried."""
+    from .sweep import run_sweep, status_table
+
+    res = run_sweep(recipe, quick=quick, store=store, data_dir=data_dir, workers=workers, ray=ray_address,
+                    progress=not quiet, num_cpus=cpus_per_cell)
+    c = res.counts
+    _emit({"sweep": str(res.path), "seconds": res.seconds, **c, "cells": res.states}, as_json,
+          f"{status_table(res.path)}\n{c['done']}/{c['total']} cells done in {res.seconds:.0f}s; "
+          f"`ticketkit sweep status {res.path}` or `ticketkit report {res.path}`")
+    if c["failed"]:
+        sys.exit(1)
+
+
+@sweep.command("status")
+@click.argument("ref", metavar="SWEEP")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look SWEEP up by name")
+@click.option("--json", "as_json", is_flag=True)
+def sweep_status(ref, store, as_json):
+    """Done / running / failed / pending per cell of SWEEP (a sweep-<hash> directory or name), from its files."""
+    from .sweep import cell_states, resolve_sweep, status_table, summarize
+
+    sd = resolve_sweep(ref, store)
+    states = cell_states(sd)
+    _emit({"sweep": str(sd), **summarize(states), "cells": states}, as_json, status_table(sd))
+
+
+TRANSFER_DATA_FLAGS = {("data", "max_train"), ("data", "max_test"), ("data", "val_fraction")}
+
+
+def transfer_options(fn):
+    """find's training flags and the subsample flags, with the same names and meanings (dests as in find)."""
+    for path, f, tp in reversed([x for x in cli_fields() if x[0][0] == "train" or x[0] in TRANSFER_DATA_FLAGS]):
+        name = f.metadata.get("flag") or f.name.replace("_", "-")
+        fn = click.option(f"--{name}", f"cfg__{'__'.join(path)}", type=_click_type(tp), default=None,
+                          help=f.metadata.get("help"))(fn)
+    return fn
+
+
+def _csv_list(value: str | None, what: str, conv=str) -> list | None:
+    if value is None:
+        return None
+    if value.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [conv(x.strip()) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise TicketkitError(f"--{what} {value!r}: expected a comma-separated list, e.g. --levels 100,16.9,2.9") from None
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.option("--to", "target", default=None, help="target dataset (default: the recipe's, else yelp2)")
+@click.option("--seeds", type=int, default=None, help="train every arm with seeds 0..N-1 (data order and dropout)")
+@click.option("--levels", default=None, help="comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2")
+@click.option("--controls", default=None, help="comma-separated random controls: random-prune,random-reinit (or none)")
+@click.option("--no-fresh", is_flag=True, help="skip the fresh arm (IMP on the target itself; the costliest arm)")
+@click.option("--workers", type=int, default=None, help="train independent cells in N worker processes (1 thread each)")
+@click.option("--arch", default=None, help="the source's architecture: picks the newest run of it, and is checked")
+@click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
+@click.option("--recipe", type=click.Path(), default=None,
+              help="a TOML recipe: [transfer] plus [train]/[data]; without SOURCE its find settings give the source "
+                   "(found first if it is not in the store)")
+@transfer_options
+@common_options
+def transfer(source, target, seeds, levels, controls, no_fresh, workers, arch, level, recipe, data_dir, store, quiet,
+             as_json, **flags):
+    """Transfer a ticket to another dataset: transferred, random and fresh tickets at each level, with a report.
+
+    SOURCE is a ticket, a run (path or name), or hf://user/repo[@rev]; by default the newest finished find run in
+    the store on another dataset. Interrupted, the same command resumes without redoing finished cells."""
+    from .config import load_recipe
+    from .transfer import TransferConfig, config_from_recipe, transfer_ticket
+
+    d = load_recipe(recipe) if recipe else {}
+    cfg = config_from_recipe(d) if recipe else TransferConfig()
+    over = {"target": target, "seeds": list(range(seeds)) if seeds is not None else None,
+            "levels": _csv_list(levels, "levels", float), "controls": _csv_list(controls, "controls"),
+            "workers": workers, "arch": arch}
+    for k, v in over.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    if no_fresh:
+        cfg.fresh = False
+    for key, v in flags.items():
+        if v is not None:
+            section, name = key[5:].split("__")
+            setattr(cfg.train if section == "train" else cfg, name, v)
+    cfg.validate()
+    import contextlib
+
+    # Training logs go to stderr, so --json leaves stdout machine-readable.
+    with SigintFlag() as stop, contextlib.redirect_stdout(sys.stderr):
+        if source is None and recipe and level is None:
+            from .find import find_ticket
+
+            find_cfg = build_find_config(recipe, None, arch, flags)
+            if find_cfg.data.dataset == cfg.target:
+                raise TicketkitError(f"the recipe's source dataset is the target {cfg.target}: set [data] dataset to "
+                                     f"another one, or pass a SOURCE ticket")
+            source = str(find_ticket(find_cfg, data_dir=data_dir, store=store, progress=not quiet, stop_flag=stop,
+                                     command=_command_line()).path)
+        run = transfer_ticket(source, cfg, data_dir=data_dir, store=store, progress=not quiet, level=level,
+                              command=_command_line(), stop_flag=stop)
+    _emit({"run": str(run.path), **run.results}, as_json, f"{run.table()}\nreport {run.path / 'report.md'}")
+
+
+@main.command()
+@click.argument("ref", metavar="TRANSFER_RUN")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look the run up by name")
+@click.option("--json", "as_json", is_flag=True)
+def report(ref, store, as_json):
+    """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
+    (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells)."""
+    from .fsio import read_json
+    from .report import render_report, summary_table
+    from .store import Store
+
+    st = Store(store)
+    p = Path(ref)
+    if not p.exists():
+        matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == ref or d.name.startswith(ref)]
+        if len(matches) != 1:
+            raise TicketkitError(f"no single transfer run called {ref!r} in the store {st.root} "
+                                 f"({len(matches)} match): pass its directory; see `ticketkit ls`")
+        p = matches[0]
+    if (p / "sweep.json").exists():  # a sweep (`ticketkit sweep`): one report over all its cells
+        from .sweep import report_sweep
+
+        md = report_sweep(p)
+        _emit({"report": str(md), "csv": str(p / "cells.csv")}, as_json,
+              f"{md.read_text().split('## Cells')[0].rstrip()}\nwrote {md}, {p / 'cells.csv'}")
+        return
+    if not (p / "results.json").exists():
+        raise TicketkitError(f"{p} has no results.json: pass a transfer run directory (made by `ticketkit transfer`)")
+    results = read_json(p / "results.json")
+    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
+        raise TicketkitError(f"{p}/results.json is not a ticketkit transfer result (no 'rows' list)")
+    paths = render_report(results, p)
+    _emit({k: str(v) for k, v in paths.items()}, as_json,
+          f"{summary_table(results)}\nwrote {', '.join(str(v) for v in paths.values())}")
+
+
 def run_cli(argv=None) -> int:
     """Entry point: TicketkitErrors become one line on stderr and a non-zero exit; --debug shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -213,8 +453,8 @@ def run_cli(argv=None) -> int:
     try:
         main.main(args=argv, prog_name="ticketkit", standalone_mode=False)
         return 0
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+    except click.exceptions.Abort:  # click turns a KeyboardInterrupt (our SigintFlag stop) into Abort
+        click.echo("interrupted: progress is checkpointed; run the same command again to resume", err=True)
         return 130
     except click.ClickException as e:
         e.show()
@@ -227,6 +467,13 @@ def run_cli(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted: progress is checkpointed; run the same command again to resume", err=True)
         return 130
+    except OSError as e:  # disk full / permissions outside fsio (a library writing on its own): still one line
+        from .fsio import _fs_error
+
+        if debug or e.errno is None:
+            raise
+        click.echo(f"error: {_fs_error(Path(e.filename or '?'), e)}", err=True)
+        return 2
 
 
 def entry() -> None:

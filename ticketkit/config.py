@@ -30,7 +30,7 @@ class DataHparams:
     max_test: Optional[int] = field(default=None, metadata=flag("subsample the test split to N reviews (stratified)"))
     val_fraction: float = field(default=0.1, metadata=flag("fraction of train held out for validation (stratified)"))
     vocab_size: int = field(default=25000, metadata=flag("word vocabulary size, [PAD] and [UNK] included"))
-    max_len: int = field(default=256, metadata=flag("truncate reviews to this many tokens"))
+    max_len: int = field(default=512, metadata=flag("truncate reviews to this many tokens (512 keeps ~90 % of IMDB reviews whole)"))
 
     def validate(self) -> None:
         from .data import DATASETS
@@ -195,7 +195,7 @@ def from_dict(cls, d: dict, where: str = "config"):
     unknown = sorted(set(d) - set(known))
     if unknown:
         prefix = "" if where in ("config", "recipe") else f"{where}."
-        raise TicketkitError(f"unknown key {prefix}{unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}")
+        raise TicketkitError(f"unknown key {prefix + unknown[0]!r} in {where}; known keys: {', '.join(sorted(known))}")
     kw = {}
     for k, v in d.items():
         tp = hints[k]

@@ -9,6 +9,7 @@ inside a level, the training engine checkpoints every epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import FindConfig
+from .config import FindConfig, config_hash
 from .data import Encoded, build_tokenizer, encode, load_raw, load_tokenizer, make_splits, tokenizer_hash
-from .errors import TicketkitError
+from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .prune import densities, full_masks, nonzero_density, prune, shuffled_like
@@ -87,6 +88,15 @@ def _load_state(path: Path) -> dict:
     return load_file(str(path))
 
 
+def _try_load_state(path: Path) -> dict | None:
+    """A level's trained weights, or None when absent or unreadable (then the level is trained again, from its
+    checkpoint if there is one: training is deterministic, so the result is the same)."""
+    try:
+        return _load_state(path) if path.is_file() else None
+    except Exception:
+        return None
+
+
 def _save_state(path: Path, state: dict) -> None:
     from safetensors.torch import save_file
     write_with(path, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, str(p)))
@@ -102,12 +112,22 @@ def _log(progress: bool, msg: str) -> None:
 
 
 def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, progress: bool = True,
-                command: str | None = None, device=None, stop_flag=None) -> Run:
-    """Run (or reuse) the lottery-ticket search that `config` describes. Returns the Run in the store."""
+                command: str | None = None, device=None, stop_flag=None, tokenizer_from=None) -> Run:
+    """Run (or reuse) the lottery-ticket search that `config` describes. Returns the Run in the store.
+
+    `tokenizer_from`: a tokenizer.json to use instead of building the vocabulary from the training split (the
+    fresh arm of a transfer searches the target under the source's vocabulary, so its init equals the source's).
+    Its content hash goes into the run name and run.json.
+    """
     cfg = (config or FindConfig()).validate()
     store = Store(store) if not isinstance(store, Store) else store
     store.ensure()
     name = cfg.run_name()
+    tok_from = None
+    if tokenizer_from is not None:
+        tok_from = {"path": str(tokenizer_from),
+                    "sha256": tokenizer_hash(load_tokenizer(tokenizer_from, cfg.data.max_len))}
+        name = f"find-{cfg.data.dataset}-{cfg.model.arch}-{config_hash({**cfg.to_dict(), 'tokenizer_sha256': tok_from['sha256']})}"
     rd = store.run_dir(name)
     if _complete(rd):
         _log(progress, f"reusing finished run {rd}")
@@ -115,18 +135,61 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
     source = None
     if cfg.prune.control != "none":  # a control re-uses (or first runs) the magnitude run with the same settings
         source = find_ticket(replace(cfg, prune=replace(cfg.prune, control="none")), data_dir=data_dir, store=store,
-                             progress=progress, command=None, device=device, stop_flag=stop_flag)
-    with store.lock(name):
+                             progress=progress, command=None, device=device, stop_flag=stop_flag,
+                             tokenizer_from=tokenizer_from)
+    from filelock import Timeout
+
+    lock = store.lock(name)
+    try:
+        held = lock.acquire(timeout=0)
+    except Timeout:  # another process is working on this run: wait for it, then reuse what it finished
+        _log(progress, f"waiting for another process working on {rd} (lock {lock.lock_file})")
+        held = lock.acquire()
+    with held:
         if _complete(rd):  # another process finished it while we waited for the lock
+            _log(progress, f"reusing finished run {rd} (finished by another process)")
             return Run(rd)
-        rd.mkdir(parents=True, exist_ok=True)
+        fresh = not rd.exists()
+        try:
+            rd.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from .fsio import _fs_error
+            raise _fs_error(rd, e) from None
+        _sweep(rd)
         info = read_json(rd / "run.json") if (rd / "run.json").exists() else {
             "name": name, "kind": "find", "config": cfg.to_dict(), "status": "running", "levels": [],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
+        if tok_from is not None:
+            info["tokenizer_from"] = tok_from
         info["status"] = "running"
         write_json(rd / "run.json", info)
-        _Search(cfg, rd, store, info, data_dir, progress, device, stop_flag, source).run()
+        try:
+            _Search(cfg, rd, store, info, data_dir, progress, device, stop_flag, source, tokenizer_from).run()
+        except (KeyboardInterrupt, TicketkitError) as e:
+            # Record why the run stopped so `ls`/`show` say so; the checkpoints and finished levels stay for resuming.
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
+                "diverged" if isinstance(e, TrainingDiverged) else "failed"
+            if fresh and status == "failed" and not any(rd.glob("level-*")) and not any(rd.glob("checkpoints/*")):
+                import shutil  # bad input before any training: leave no trace of a run that never started
+                shutil.rmtree(rd, ignore_errors=True)
+            else:
+                with contextlib.suppress(TicketkitError):
+                    write_json(rd / "run.json", dict(info, status=status, error=str(e) or type(e).__name__))
+            raise
         return Run(rd)
+
+
+def _sweep(rd: Path) -> None:
+    """Remove what a killed process left half-written (we hold the run's lock, so nobody is writing them):
+    temp files and dirs of atomic writes (.NAME.XXXX.tmp) and a ticket dir displaced mid-overwrite (.level-NN.old)."""
+    import shutil
+
+    for p in sorted(rd.rglob(".*"), key=lambda x: -len(x.parts)):
+        if p.name.endswith(".tmp") or p.name.endswith(".old"):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _complete(rd: Path) -> bool:
@@ -139,8 +202,10 @@ def _complete(rd: Path) -> bool:
 
 
 class _Search:
-    def __init__(self, cfg: FindConfig, rd: Path, store: Store, info: dict, data_dir, progress, device, stop_flag, source):
+    def __init__(self, cfg: FindConfig, rd: Path, store: Store, info: dict, data_dir, progress, device, stop_flag, source,
+                 tokenizer_from=None):
         self.cfg, self.rd, self.store, self.info = cfg, rd, store, info
+        self.tokenizer_from = tokenizer_from
         self.data_dir, self.progress, self.device, self.stop_flag, self.source = data_dir, progress, device, stop_flag, source
 
     def run(self) -> None:
@@ -151,6 +216,8 @@ class _Search:
             tok = load_tokenizer(self.source.path / "tokenizer.json", cfg.data.max_len)
         elif tok_path.exists():
             tok = load_tokenizer(tok_path, cfg.data.max_len)
+        elif self.tokenizer_from is not None:
+            tok = load_tokenizer(self.tokenizer_from, cfg.data.max_len)
         _log(self.progress, f"[{rd.name}] loading {cfg.data.dataset}")
         self.data = prepare_data(cfg.data, cfg.seed, self.data_dir, self.store.cache, tok)
         if not tok_path.exists():
@@ -163,8 +230,13 @@ class _Search:
         self.names = prunable_names(model, cfg.prune.exclude)
         rows = self.controls() if self.source is not None else self.imp()
         self.info.update(status="complete", levels=rows, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.info.pop("error", None)
         write_text(rd / "levels.csv", _csv(rows))
         write_json(rd / "run.json", self.info)
+        with contextlib.suppress(OSError):  # every level's ticket supersedes its in-level checkpoint
+            for ck in (rd / "checkpoints").glob("*.safetensors"):
+                ck.unlink()
+            (rd / "checkpoints").rmdir()
         _log(self.progress, f"[{rd.name}] done: {len(rows)} levels in {rd}")
 
     def new_model(self, seed: int):
@@ -182,9 +254,11 @@ class _Search:
         while True:
             ld = rd / f"level-{level:02d}"
             tp = rd / "trained" / f"level-{level:02d}.safetensors"
-            if (ld / "manifest.json").exists() and tp.exists():  # finished before an interruption: reuse it
+            trained = _try_load_state(tp) if (ld / "manifest.json").exists() else None
+            if trained is not None:  # finished before an interruption: reuse it
                 t = Ticket.load(ld)
-                masks, trained = t.masks, _load_state(tp)
+                masks = t.masks
+                (rd / "checkpoints" / f"level-{level:02d}.safetensors").unlink(missing_ok=True)  # stale if killed after the ticket
                 if level == 0:
                     rewind_state = t.rewind
                 row = t.config["summary"]

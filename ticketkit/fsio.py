@@ -54,9 +54,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise _fs_error(path, e) from None
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        os_err = _wrapped_os_error(e)
+        if os_err is not None:
+            raise _fs_error(path, os_err) from None
         raise
+
+
+def _wrapped_os_error(e: BaseException) -> OSError | None:
+    """Rust-backed writers (safetensors, tokenizers) report I/O failures as their own exception type with
+    '(os error N)' in the message: recover the errno so disk-full still reads as disk-full."""
+    import re
+
+    if isinstance(e, TicketkitError) or not isinstance(e, Exception):
+        return None
+    m = re.search(r"os error (\d+)", str(e))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 def write_bytes(path, data: bytes) -> None:

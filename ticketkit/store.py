@@ -74,7 +74,10 @@ class Store:
         if hub.is_dir():
             for d in sorted(hub.glob("*/*/*")):
                 if d.is_dir() and not d.name.startswith("."):
-                    out.append(self._describe(d))
+                    r = self._describe(d)
+                    if r.get("kind") == "find":  # a pulled run is someone else's: never `newest("find")`
+                        r["kind"] = "pulled-run"
+                    out.append({**r, "source": f"hf://{d.parent.parent.name}/{d.parent.name}@{d.name}"})
         return [r for r in out if kind is None or r.get("kind") == kind]
 
     def _describe(self, d: Path) -> dict:
@@ -82,16 +85,44 @@ class Store:
         if (d / "run.json").exists():
             try:
                 info = read_json(d / "run.json")
-                return {**info, "name": name, "path": str(d)}
+                if not isinstance(info, dict):
+                    raise TicketkitError(f"{d}/run.json is not a JSON object")
             except TicketkitError as e:
-                return {"name": name, "path": str(d), "status": "corrupt", "error": str(e)}
+                return {"name": name, "path": str(d), "status": "corrupt", "error": str(e), **ticket_states(d)}
+            out = {**info, "name": name, "path": str(d), **ticket_states(d)}
+            if out.get("status") == "running" and not self._locked(d.name):
+                out["status"] = "interrupted"  # killed (no process holds its lock): the same command resumes it
+            return out
         if (d / "results.json").exists():
-            return {"name": name, "path": str(d), "kind": "transfer", "status": "complete"}
+            try:  # a transfer run writes its status into results.json after every cell
+                status = read_json(d / "results.json").get("status", "complete")
+            except (TicketkitError, AttributeError):
+                return {"name": name, "path": str(d), "kind": "transfer", "status": "corrupt"}
+            if status == "running" and not self._locked(d.name):
+                status = "interrupted"
+            return {"name": name, "path": str(d), "kind": "transfer", "status": status}
+        if (d / "sweep.json").exists():  # `ticketkit sweep status` tells its cells' states
+            return {"name": name, "path": str(d), "kind": "sweep", "status": "sweep"}
         if (d / "manifest.json").exists() or (d / "ticket.safetensors").exists():
             return {"name": name, "path": str(d), "kind": "ticket", "status": "complete" if (d / "manifest.json").exists() else "incomplete"}
         if any(LEVEL_RE.match(p.name) for p in d.iterdir()):
             return {"name": name, "path": str(d), "kind": "pulled-run", "status": "complete"}
         return {"name": name, "path": str(d), "status": "unknown"}
+
+    def _locked(self, name: str) -> bool:
+        """Whether a process holds this run's lock right now (so 'running' is true, not left over from a kill)."""
+        from filelock import FileLock, Timeout
+
+        path = self.root / ".locks" / f"{name}.lock"
+        if not path.exists():
+            return False
+        try:
+            with FileLock(str(path)).acquire(timeout=0):
+                return False
+        except Timeout:
+            return True
+        except OSError:  # read-only store: nobody can be writing it either
+            return False
 
     def newest(self, kind: str = "find", dataset: str | None = None) -> Path | None:
         runs = [r for r in self.runs(kind) if r.get("status") == "complete"
@@ -127,6 +158,18 @@ class Store:
         return pick_level(levels, level)
 
 
+def ticket_states(run: Path) -> dict:
+    """How many level tickets of a run are complete, and which are not (no manifest: interrupted mid-write)."""
+    done, incomplete = 0, []
+    for d in sorted(run.iterdir()) if run.is_dir() else []:
+        if LEVEL_RE.match(d.name) and d.is_dir():
+            if (d / "manifest.json").is_file():
+                done += 1
+            else:
+                incomplete.append(d.name)
+    return {"tickets": done, "incomplete_tickets": incomplete}
+
+
 def level_dirs(run: Path) -> list[Path]:
     """Complete ticket directories of a run, in level order. Incomplete ones (no manifest) are skipped."""
     out = []
@@ -147,7 +190,11 @@ def pick_level(levels: list[Path], level: str | None) -> Path:
             want = float(s.rstrip("%")) / 100
         except ValueError:
             raise TicketkitError(f"--level {level!r}: expected a level index (3) or % weights remaining (16.9)") from None
-        dens = [(abs(read_json(d / "config.json")["density"]["prunable"] - want), i) for i, d in enumerate(levels)]
+        measured = [read_json(d / "config.json")["density"]["prunable"] for d in levels]
+        if not 0 < want <= 1 or want < min(measured) * 0.95:  # "closest" must not silently mean "sparsest there is"
+            raise TicketkitError(f"--level {level}: this run reached {min(measured) * 100:.2f}% weights remaining at its "
+                                 f"sparsest; pick a level between {min(measured) * 100:.2f}% and 100%")
+        dens = [(abs(m - want), i) for i, m in enumerate(measured)]
         return levels[min(dens)[1]]
     if not s.isdigit():
         raise TicketkitError(f"--level {level!r}: expected a level index (3) or % weights remaining (16.9)")

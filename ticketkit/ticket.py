@@ -99,18 +99,27 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
         path = Path(path)
         if path.exists() and not overwrite:
             raise TicketkitError(f"{path} already exists: choose another path or pass overwrite=True")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        from .fsio import _fs_error
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        except OSError as e:
+            raise _fs_error(path, e) from None
         try:
             self.save_pretrained(tmp)
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
                 os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
             fsync_dir(path.parent)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _fs_error(path, e) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -131,8 +140,9 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
         if verify:
             check_manifest(d)
         config = read_json(d / "config.json")
-        if not isinstance(config, dict) or "params" not in config or "find" not in config:
-            raise IntegrityError(f"{d}/config.json is not a ticketkit ticket config (no 'params'/'find'): re-create the ticket")
+        bad = _config_problem(config)
+        if bad:
+            raise IntegrityError(f"{d}/config.json {bad}: re-create the ticket")
         try:
             with safe_open(str(d / "ticket.safetensors"), "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -145,7 +155,10 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
                 raise IntegrityError(f"{d}/ticket.safetensors has an unexpected tensor {k!r}")
             parts[kind][name] = t
         max_len = config["find"]["data"]["max_len"]
-        tok = load_tokenizer(d / "tokenizer.json", max_len) if (d / "tokenizer.json").exists() else None
+        try:
+            tok = load_tokenizer(d / "tokenizer.json", max_len) if (d / "tokenizer.json").exists() else None
+        except TicketkitError as e:
+            raise IntegrityError(f"{d}: {e}") from None
         ticket = cls(config, parts["init"], parts["mask"], parts["rewind"], tok, path=d)
         if verify:
             problems = ticket.problems()
@@ -193,22 +206,45 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
         elif self.tokenizer.get_vocab_size() != self.config.get("vocab_size"):
             out.append(f"tokenizer.json has {self.tokenizer.get_vocab_size()} words, the ticket was built for "
                        f"{self.config.get('vocab_size')}: wrong tokenizer")
+        else:
+            from .data import tokenizer_hash
+
+            want = (self.config.get("data") or {}).get("tokenizer_sha256")
+            if want and tokenizer_hash(self.tokenizer) != want:
+                out.append(f"tokenizer.json hashes to {tokenizer_hash(self.tokenizer)}, the ticket was built with {want}: "
+                           "wrong tokenizer (the embedding mask is indexed by the original vocabulary)")
         return out
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token, **kw):
         """Hub or local directory -> verified Ticket. `subfolder=` picks a level of a pushed run."""
-        from huggingface_hub import snapshot_download
-
-        from .hub import hub_errors
-
         sub = kw.get("subfolder")
         if os.path.isdir(model_id):
             return cls.load(Path(model_id) / sub if sub else model_id)
-        with hub_errors(model_id, revision):
-            local = snapshot_download(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                                      local_files_only=local_files_only, token=token)
-        return cls.load(Path(local) / sub if sub else local)
+        from .hub import load_from_hub
+
+        return load_from_hub(model_id, revision=revision, subfolder=sub, cache_dir=cache_dir, token=token,
+                             force_download=force_download, local_files_only=local_files_only)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, force_download: bool = False, token=None,
+                        cache_dir=None, local_files_only: bool = False, revision=None, **kw) -> "Ticket":
+        """`Ticket.from_pretrained("user/repo", revision=..., subfolder="level-03")` or a local directory.
+        Goes straight to `_from_pretrained`: the mixin's own version first fetches a root config.json, which a run
+        repo only has per level, and lets an offline miss escape as a raw huggingface_hub error."""
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token, **kw)
+
+    def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, **kw):
+        """The mixin's push (save_pretrained into a temp dir, one upload_folder commit), after a token check, with
+        a commit message that names the ticket and one-line errors."""
+        from .hub import hub_errors, require_token
+
+        token = require_token(token)
+        msg = commit_message or (f"ticketkit: run {self.config.get('run')} level {self.config.get('level')} "
+                                 f"({self.density * 100:.2f}% weights remaining)")
+        with hub_errors(repo_id):
+            return super().push_to_hub(repo_id, token=token, commit_message=msg, **kw)
 
     def __repr__(self) -> str:
         return (f"Ticket(arch={self.arch!r}, level={self.config.get('level')}, density={self.density:.4%}, "
@@ -220,26 +256,81 @@ def write_manifest(d: Path) -> None:
     write_json(d / "manifest.json", {"format": FORMAT_VERSION, "files": files})
 
 
+REQUIRED_FILES = ("ticket.safetensors", "config.json", "tokenizer.json")
+
+
+def _config_problem(c) -> str | None:
+    """The first structural problem with a ticket's config.json, so later code can index it safely."""
+    from .config import FindConfig
+
+    if not isinstance(c, dict):
+        return "is not a JSON object"
+    for key, tp in (("params", dict), ("find", dict), ("prunable", list), ("density", dict), ("vocab_size", int)):
+        if not isinstance(c.get(key), tp) or isinstance(c.get(key), bool):
+            return f"has no valid {key!r} ({tp.__name__} expected)"
+    for n, spec in c["params"].items():
+        if not (isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str)
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in spec["shape"])):
+            return f"has a malformed params entry for {n!r}"
+    if not all(isinstance(n, str) and n in c["params"] for n in c["prunable"]):
+        return "lists a prunable parameter that is not in 'params'"
+    if not all(isinstance(c["density"].get(k), (int, float)) for k in ("prunable", "all")) or \
+            not isinstance(c["density"].get("layers", {}), dict):
+        return "has a malformed 'density'"
+    if not isinstance(c.get("data", {}), dict):
+        return "has a malformed 'data'"
+    try:
+        FindConfig.from_dict(c["find"], "find").validate()
+    except TicketkitError as e:
+        return f"has invalid settings ({e})"
+    return None
+
+
 def check_manifest(d: Path) -> None:
+    """Raise IntegrityError naming the first problem with `d`'s files (see `manifest_problems`)."""
+    problems = manifest_problems(d)
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `ticketkit verify {d}`)" if len(problems) > 1 else ""
+        raise IntegrityError(problems[0] + more)
+
+
+def manifest_problems(d: Path) -> list[str]:
+    """Every problem with a ticket directory's files: missing manifest, unlisted, missing, symlinked, resized or
+    modified files, and names that would point outside the directory."""
+    d = Path(d)
     m = d / "manifest.json"
+    if m.is_symlink():
+        return [f"{m} is a symlink: tickets hold plain files only"]
     if not m.exists():
-        raise IntegrityError(f"{d} is incomplete (no manifest.json): it was interrupted while being written; delete it and re-run")
-    man = read_json(m)
+        return [f"{d} is incomplete (no manifest.json): it was interrupted while being written; delete it and re-run"]
+    try:
+        man = read_json(m)
+    except TicketkitError as e:
+        return [str(e)]
     files = man.get("files") if isinstance(man, dict) else None
-    if not isinstance(files, dict) or "ticket.safetensors" not in files:
-        raise IntegrityError(f"{d}/manifest.json is malformed: re-create the ticket")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return [f"{m} is malformed (no 'files' table of name -> {{sha256, bytes}}): re-create the ticket"]
+    out = []
+    for name in REQUIRED_FILES:
+        if name not in files:
+            out.append(f"{m} does not list {name}: the file is unprotected; re-create the ticket")
+    for name in TICKET_FILES:
+        if (d / name).is_symlink() and name not in files:
+            out.append(f"{d}/{name} is a symlink: tickets hold plain files only")
     for name, info in files.items():
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in ("manifest.json",):
+            out.append(f"{m} names an unsafe path {name!r}: a manifest may only name files inside the ticket")
+            continue
         p = d / name
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise IntegrityError(f"{d}/manifest.json names an unsafe path {name!r}")
-        if not p.exists():
-            raise IntegrityError(f"{d}/{name} is missing: the ticket is incomplete")
         if p.is_symlink():
-            raise IntegrityError(f"{d}/{name} is a symlink: tickets hold plain files only")
-        if p.stat().st_size != info.get("bytes"):
-            raise IntegrityError(f"{d}/{name} is {p.stat().st_size} bytes, the manifest says {info.get('bytes')}: truncated or modified")
-        if sha256_file(p) != info.get("sha256"):
-            raise IntegrityError(f"{d}/{name} does not match its sha256 in manifest.json: the file was modified or corrupted")
+            out.append(f"{p} is a symlink: tickets hold plain files only")
+        elif not p.is_file():
+            out.append(f"{p} is missing: the ticket is incomplete")
+        elif p.stat().st_size != info.get("bytes"):
+            out.append(f"{p} is {p.stat().st_size} bytes, the manifest says {info.get('bytes')}: truncated or modified")
+        elif sha256_file(p) != info.get("sha256"):
+            out.append(f"{p} does not match its sha256 in manifest.json: the file was modified or corrupted")
+    return out
 
 
 def param_spec(model: torch.nn.Module) -> dict:

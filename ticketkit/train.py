@@ -221,13 +221,14 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
         model.train()
         loss_sum, n_seen = 0.0, 0
         bl = batches(train_data, hp.batch_size, epoch_generator(seed, epoch), hp.bucketing)
-        bar = tqdm(bl, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=not progress, unit="batch")
+        # disable=None: bars only on a terminal, so logs and CI output stay readable (the epoch lines still print).
+        bar = tqdm(bl, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=None if progress else True, unit="batch")
         for idx in bar:
             ids, lengths, labels = take(train_data, idx, device, pad_to)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = model(ids, lengths)
             loss = F.cross_entropy(logits.float(), labels)
-            lv = float(loss)
+            lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise TrainingDiverged(f"{desc}: training loss became {lv} at epoch {epoch + 1}; "
                                        f"lower --lr or check the data (this level was stopped, nothing was saved for it)")
@@ -239,6 +240,9 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
             loss_sum += lv * len(idx)
             n_seen += len(idx)
         val = evaluate(model, val_data, hp.eval_batch_size, device, amp)
+        if not math.isfinite(val["loss"]):  # the last step can blow the weights up without a bad training loss
+            raise TrainingDiverged(f"{desc}: validation loss became {val['loss']} at epoch {epoch + 1}; "
+                                   f"lower --lr or check the data (this level was stopped, nothing was saved for it)")
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
         if epoch + 1 in snapshot_epochs:
             snapshots[epoch + 1] = _state(model)
