@@ -74,6 +74,40 @@ def parity(arch: str, seed: int, max_train: int, max_test: int, epochs: int, ord
     return out
 
 
+def precision(arch: str, seed: int, max_train: int, max_test: int, epochs: int) -> dict:
+    """The engine against itself with bf16 autocast on and off: same init, same bucketed batch order, so the gap
+    is the precision's alone (the reference comparison also changes the data order)."""
+    d = C.load(max_train, max_test, seed=seed)
+    vocab = d.tokenizer.get_vocab_size()
+    out = {"key": f"precision/{arch}/{seed}/{max_train}/{max_test}/{epochs}", "kind": "precision", "arch": arch,
+           "seed": seed, "train_reviews": len(d.train), "test_reviews": len(d.test), "epochs": epochs,
+           "command": C.command(), "device": C.device_line()}
+    for prec in ("fp32", "auto"):
+        model = create_model(arch, vocab, seed=seed)
+        masks = {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool) for n in prunable_names(model)}
+        hp = TrainHparams(epochs=epochs, patience=epochs, batch_size=C.BATCH, lr=5e-3, precision=prec)
+        t = time.perf_counter()
+        res = T.train(model, masks, d.train, d.val, d.test, hp, seed=seed, device=torch.device("cpu"), progress=False)
+        out[prec] = {"test_accuracy": res.test["accuracy"], "seconds": time.perf_counter() - t}
+        print(arch, seed, prec, out[prec], flush=True)
+    return out
+
+
+def lengths() -> None:
+    """Mean tokens per review (cut at max_len) of IMDB and Yelp-2, for time estimates across datasets."""
+    from ticketkit.data import load_raw
+    tok = C.load(1000).tokenizer  # word-level: the token count does not depend on the vocabulary
+    rows = []
+    for name in ("imdb", "yelp2"):
+        raw = load_raw(name, C.DATA_DIR)
+        for sp in ("train", "test"):
+            n = [len(e.ids) for e in tok.encode_batch(raw[sp].texts[:5000], add_special_tokens=False)]
+            rows.append([name, sp, f"{len(raw[sp]):,}", f"{sum(n) / len(n):.1f}"])
+    body = (f"## Review lengths\n\nCommand: `{C.command()}`. Mean tokens per review after truncation to {C.MAX_LEN}, "
+            f"first 5,000 reviews of each split.\n\n")
+    C.write_section("lengths", body + C.table(rows, ["dataset", "split", "reviews", "mean tokens"]) + "\n")
+
+
 def small_find(arch: str, max_train: int, levels: int, epochs: int) -> dict:
     """A whole `find` (levels+1 trainings, 20 % per round, rewind to init) through the public API vs the reference."""
     cfg = FindConfig(seed=0, data=DataHparams(max_train=max_train, max_test=1000),
@@ -127,6 +161,24 @@ def render() -> None:
                                "command"])
         body += f"\n\n{summary}. Target: within 0.3 points of the fp32 reference.\n"
         C.write_section("parity", body)
+    pr = [r for r in rs if r["kind"] == "precision"]
+    if pr:
+        rows = [[r["arch"], r["seed"], f"{r['train_reviews']:,} / {r['test_reviews']:,}", r["epochs"],
+                 f"{r['fp32']['test_accuracy']:.2%}", f"{r['auto']['test_accuracy']:.2%}",
+                 f"{(r['auto']['test_accuracy'] - r['fp32']['test_accuracy']) * 100:+.2f}",
+                 f"{r['fp32']['seconds']:.0f}", f"{r['auto']['seconds']:.0f}", f"`{r['command']}`"]
+                for r in sorted(pr, key=lambda r: (r["arch"], r["seed"]))]
+        gaps = {}
+        for r in pr:
+            gaps.setdefault(r["arch"], []).append((r["auto"]["test_accuracy"] - r["fp32"]["test_accuracy"]) * 100)
+        summary = "; ".join(f"{a}: mean gap {statistics.mean(g):+.2f} points over {len(g)} seed(s)"
+                            + (f" (sd {statistics.stdev(g):.2f})" if len(g) > 1 else "") for a, g in sorted(gaps.items()))
+        body = (f"## Accuracy: bf16 autocast against fp32, same engine, same batch order\n\nDevice: {pr[0]['device']}  \n"
+                f"`ticketkit.train.train` twice per row, `precision=fp32` and `precision=auto` (bf16 autocast here), same "
+                f"init, data and bucketed batch order, fixed epochs, test at the best-validation state.\n\n")
+        body += C.table(rows, ["arch", "seed", "train / test reviews", "epochs", "fp32 test acc", "bf16 test acc",
+                               "gap (points)", "fp32 s", "bf16 s", "command"])
+        C.write_section("precision", body + f"\n\n{summary}.\n")
     fs = [r for r in rs if r["kind"] == "find"]
     if fs:
         rows = [[r["arch"], f"{r['max_train']:,}", r["levels"] + 1, r["epochs"], f"{r['reference']['seconds']:.0f}",
@@ -164,10 +216,16 @@ def main():
         torch.set_num_threads(a.threads)
     if a.quick:
         a.max_train, a.max_test, a.epochs, a.find_train, a.find_epochs = 1000, 500, 1, 600, 1
+    if a.what == "lengths":
+        return lengths()
     if not a.render:
         for w in a.what.split(","):
             for arch in a.arch.split(","):
-                if w == "parity":
+                if w == "precision":
+                    for s in a.seeds.split(","):
+                        save_result(precision(arch, int(s), a.max_train, a.max_test, a.epochs))
+                        render()
+                elif w == "parity":
                     for s in a.seeds.split(","):
                         save_result(parity(arch, int(s), a.max_train, a.max_test, a.epochs, a.order))
                         render()

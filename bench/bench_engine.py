@@ -306,6 +306,73 @@ def part_levers(ctx, archs, reps):
     C.write_section("levers", body)
 
 
+def part_maskstep(ctx, archs, reps):
+    """Masking cost per step, isolated: the two foreach calls timed alone against a whole step without them.
+    Many short repetitions, so a loaded machine's noise averages out better than in whole-epoch timings."""
+    train, vocab, dev = ctx["train"], ctx["vocab"], torch.device("cpu")
+    amp = T.resolve_precision("auto", dev)
+    idx = T.batches(train, C.BATCH, T.epoch_generator(0, 0), True)
+    rows = []
+    for arch in archs:
+        model = create_model(arch, vocab, seed=0)
+        masks = masks_at(arch, vocab, 1.0)
+        opt, mk = T.make_optimizer(model, 5e-3), T.Masker(model, masks)
+        it = iter(range(10 ** 9))
+
+        def step(masked):
+            def run():
+                ids, lengths, labels = T.take(train, idx[next(it) % len(idx)], dev)
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+                    loss = torch.nn.functional.cross_entropy(model(ids, lengths).float(), labels)
+                opt.zero_grad(set_to_none=False)
+                loss.backward()
+                tm = 0.0
+                if masked:
+                    t1 = time.perf_counter(); mk.grads(); tm += time.perf_counter() - t1
+                opt.step()
+                if masked:
+                    t1 = time.perf_counter(); mk.weights(); tm += time.perf_counter() - t1
+                total = time.perf_counter() - t0
+                return tm if masked else total
+            return run
+        t = timed({"mask_ops": step(True), "step": step(False)}, reps)
+        mo, st = C.med(t["mask_ops"]), C.med(t["step"])
+        rows.append([arch, f"{st * 1e3:.1f}", f"{mo * 1e3:.2f}", f"**{mo / st:.1%}**"])
+        print(rows[-1], flush=True)
+    body = C.header("Masking cost per step, isolated")
+    body += (f"\nThe engine's two foreach multiplies (grads before the step, weights after it) timed on their own, "
+             f"against a whole training step (forward, backward, fused Adam) without them, on real bucketed batches "
+             f"of {C.BATCH} reviews; median of {reps} interleaved steps. All prunable weights masked.\n\n")
+    body += C.table(rows, ["arch", "step without masks (ms)", "masking ops (ms)", "cost"])
+    body += "\n\nTarget: masking costs <= 3 % of a step.\n"
+    C.write_section("maskstep", body)
+
+
+def part_evalbatch(ctx, archs, reps):
+    """Evaluation batch size sweep (inference_mode, bucketing, bf16 where supported): which batch is fastest here."""
+    test, vocab, dev = ctx["data"].test, ctx["vocab"], torch.device("cpu")
+    amp = T.resolve_precision("auto", dev)
+    sizes = (64, 128, 256, 512)
+    rows = []
+    for arch in archs:
+        model = create_model(arch, vocab, seed=0)
+
+        def ev(bs):
+            def run():
+                t0 = time.perf_counter(); T.evaluate(model, test, bs, dev, amp); return time.perf_counter() - t0
+            return run
+        t = timed({bs: ev(bs) for bs in sizes}, reps)
+        m = {bs: C.med(v) for bs, v in t.items()}
+        rows.append([arch] + [f"{test.tokens() / m[bs]:,.0f}" for bs in sizes] + [f"{m[64] / m[512]:.2f}x"])
+        print(rows[-1], flush=True)
+    body = C.header(f"Evaluation batch size ({torch.get_num_threads()} thread(s))")
+    body += (f"\n`ticketkit.train.evaluate` over {len(test):,} test reviews ({test.tokens():,} tokens), tokens/s, median of "
+             f"{reps} interleaved repetitions.\n\n")
+    body += C.table(rows, ["arch"] + [f"batch {bs}" for bs in sizes] + ["512 vs 64"])
+    C.write_section(f"evalbatch-{torch.get_num_threads()}t", body)
+
+
 # ------------------------------------------------------------------------------------------------ workers
 
 def _worker(args):
@@ -371,7 +438,7 @@ def main():
     print(f"{C.device_line()}\ntrain {len(d.train)} reviews, {d.train.tokens():,} tokens "
           f"({ctx['padded_tokens']:,} after bucketing, {len(d.train) * C.MAX_LEN:,} padded to {C.MAX_LEN})", flush=True)
     archs = a.arch.split(",")
-    parts = {"throughput": part_throughput, "masking": part_masking, "levers": part_levers, "workers": part_workers}
+    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "workers": part_workers}
     for w in a.what.split(","):
         parts[w](ctx, archs, reps)
 

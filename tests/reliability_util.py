@@ -21,11 +21,11 @@ def find_argv(data_dir, arch="cnn", levels=2, store="artifacts", extra=()):
             "--levels", str(levels), *TINY_FLAGS, *extra]
 
 
-def _drop_volatile(o):
+def _drop_volatile(o, volatile=VOLATILE):
     if isinstance(o, dict):
-        return {k: _drop_volatile(v) for k, v in o.items() if k not in VOLATILE}
+        return {k: _drop_volatile(v, volatile) for k, v in o.items() if k not in volatile}
     if isinstance(o, list):
-        return [_drop_volatile(v) for v in o]
+        return [_drop_volatile(v, volatile) for v in o]
     return o
 
 
@@ -37,12 +37,15 @@ def tensor_digests(path: Path) -> dict:
             for k, v in load_file(str(path)).items()}
 
 
-def snapshot(run_dir: Path) -> dict:
+def snapshot(run_dir: Path, same_command: bool = True) -> dict:
     """Everything a run produced, in comparable form: every tensor's bytes (tickets and trained weights), every
     JSON/CSV value except wall-clock fields, every other file's bytes. Manifests are compared without config.json's
     digest (config.json holds `seconds`; its other values are compared directly)."""
     out = {}
+    volatile = VOLATILE if same_command else VOLATILE + ("command",)
     for p in sorted(run_dir.rglob("*")):
+        if not same_command and p.name == "README.md":  # the model card quotes the command
+            continue
         if p.is_dir():
             continue
         rel = str(p.relative_to(run_dir))
@@ -53,9 +56,11 @@ def snapshot(run_dir: Path) -> dict:
         elif p.name == "manifest.json":
             m = json.loads(p.read_text())
             m["files"].pop("config.json")
+            if not same_command:
+                m["files"].pop("README.md")
             out[rel] = m
         elif p.suffix == ".json":
-            out[rel] = _drop_volatile(json.loads(p.read_text()))
+            out[rel] = _drop_volatile(json.loads(p.read_text()), volatile)
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out

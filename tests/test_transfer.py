@@ -12,7 +12,7 @@ from ticketkit.errors import IntegrityError, TicketkitError
 from ticketkit.fsio import read_json
 from ticketkit.store import Store, level_dirs
 from ticketkit.ticket import Ticket
-from ticketkit.transfer import (TransferConfig, TransferRun, arm_start, config_from_recipe, resolve_source,
+from ticketkit.transfer import (TransferConfig, arm_start, config_from_recipe, resolve_source,
                                 transfer_ticket)
 
 TRANSFER_FLAGS = ["--epochs", "2", "--batch-size", "32", "--max-train", "200", "--max-test", "100"]
@@ -283,3 +283,40 @@ def test_real_data_imdb_to_yelp2_smoke(shared_data, tmp_path):
     for r in res["rows"]:
         assert 0.0 <= r["test_accuracy"] <= 1.0
     assert (Path(res["run"]) / "accuracy_vs_density.png").stat().st_size > 1000
+
+
+def test_recipe_without_source_finds_its_own_source_first(tiny_data, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("""
+[transfer]
+target = "yelp2"
+seeds = 1
+levels = [80]
+controls = []
+fresh = false
+
+[data]
+vocab_size = 100
+max_len = 32
+max_train = 200
+
+[model]
+num_filters = 8
+embed_dim = 16
+
+[train]
+epochs = 1
+batch_size = 32
+
+[prune]
+levels = 1
+""")
+    store = tmp_path / "store"
+    p = run_cli("transfer", "--recipe", recipe, "--data-dir", tiny_data, "--store", store, "--json")
+    res = json.loads(p.stdout)
+    finds = list(store.glob("find-imdb-cnn-*"))
+    assert len(finds) == 1 and res["source"]["path"] == str(finds[0])
+    find_cfg = read_json(finds[0] / "run.json")["config"]
+    assert find_cfg["data"]["max_train"] == 200 and find_cfg["train"]["epochs"] == 1 and find_cfg["prune"]["levels"] == 1
+    assert {(r["arm"], r["level"]) for r in res["rows"]} == {("transferred", 100.0), ("transferred", 80.0)}
+    assert res["config"]["max_train"] == 200 and res["data"]["train_size"] == 180

@@ -172,7 +172,7 @@ def render_markdown(results: dict) -> str:
         f"{src.get('find', {}).get('prune', {}).get('scope', '?')} pruning)",
         f"- Target: {results.get('target', '?')}, {data.get('train_size', '?')} train / {data.get('val_size', '?')} "
         f"validation / {data.get('test_size', '?')} test reviews; tested at the best-validation state",
-        f"- Vocabulary: the source's; OOV rate of the target text under it: "
+        "- Vocabulary: the source's; OOV rate of the target text under it: "
         + (f"**{results['oov_rate'] * 100:.2f}%** of word tokens" if results.get("oov_rate") is not None else "not measured"),
         f"- Seeds: {', '.join(map(str, seeds))} (data order and dropout per seed; the same for every arm)",
         f"- Training: {json.dumps(cfg.get('train', {}), sort_keys=True)}",

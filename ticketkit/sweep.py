@@ -338,9 +338,8 @@ def execute_cell(cell: dict, sweep_dir: str, store_root: str, data_dir: str | No
         if cell["kind"] == "find":
             from .find import find_ticket
 
-            run = find_ticket(FindConfig.from_dict(cell["config"]), data_dir=data_dir, store=store_root,
-                              progress=False, command=f"ticketkit sweep ({Path(sweep_dir).name})")
-            path = run.path
+            rd = find_ticket(FindConfig.from_dict(cell["config"]), data_dir=data_dir, store=store_root,
+                             progress=False, command=f"ticketkit sweep ({Path(sweep_dir).name})").path
         else:
             from .transfer import TransferConfig, transfer_ticket
 
@@ -348,9 +347,8 @@ def execute_cell(cell: dict, sweep_dir: str, store_root: str, data_dir: str | No
             ref = src["run"]
             if not Path(ref).exists() and src.get("pushed"):  # no shared filesystem: take the source from the Hub
                 ref = f"hf://{src['pushed']}"
-            run = transfer_ticket(ref, TransferConfig.from_dict(cell["config"]), data_dir=data_dir,
-                                  store=store_root, progress=False, command=f"ticketkit sweep ({Path(sweep_dir).name})")
-            rd = run.path
+            rd = transfer_ticket(ref, TransferConfig.from_dict(cell["config"]), data_dir=data_dir, store=store_root,
+                                 progress=False, command=f"ticketkit sweep ({Path(sweep_dir).name})").path
         pushed = _push(rd, push, cell["kind"]) if push else None
         res = {**base, "status": "done", "run": str(rd), "error": None, "seconds": round(time.time() - t0, 2),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **({"pushed": pushed} if pushed else {})}
@@ -556,12 +554,25 @@ def _run_ray(sweep, todo, done, args, push, address, workers, view, threads, num
                 c = cell_of[r]
                 try:
                     done[c.id] = ray.get(r)
+                    _mirror(args[0], done[c.id])
                 except ray.exceptions.RayError as e:  # the task's worker died max_retries + 1 times
                     done[c.id] = _driver_failed(args[0], c, e)
             view.refresh()
     finally:
         if started:
             ray.shutdown()
+
+
+def _mirror(sweep_dir: str, res: dict) -> None:
+    """With no shared filesystem (--store hf://...), a worker on another node wrote the cell's file on its own
+    disk: the driver, the only one who sees this copy, records the result it received."""
+    f = cell_file(Path(sweep_dir), res["id"])
+    try:
+        same = f.exists() and read_json(f).get("status") == res["status"]
+    except TicketkitError:
+        same = False
+    if not same:
+        write_json(f, res)
 
 
 def _cuda_present(ray) -> bool:
@@ -601,8 +612,9 @@ class LiveView:
         s = summarize(states)
         self.bar.n = s["done"]
         running = [c["id"] for c in states if c["status"] == "running" or c["id"] == running]
-        self.bar.set_postfix_str(f"running {len(running)}{': ' + ', '.join(r[-18:] for r in running[:3]) if running else ''}"
-                                 f" | failed {s['failed']}", refresh=False)
+        names = ", ".join(running[:2]) + (f" +{len(running) - 2}" if len(running) > 2 else "")
+        self.bar.set_postfix_str(f"running {len(running)}{': ' + names if running else ''} | failed {s['failed']}",
+                                 refresh=False)
         for c in states:
             if c["status"] == "failed" and c["id"] not in self.reported:
                 self.reported.add(c["id"])

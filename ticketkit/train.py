@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
         stopped_early = bad >= hp.patience
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: train loss {history[-1]['train_loss']:.4f}  "
-                       f"val loss {val['loss']:.4f}  val acc {val['accuracy']:.4f}")
+                       f"val loss {val['loss']:.4f}  val acc {val['accuracy']:.4f}", file=sys.stderr)
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), model, opt, best_state, snapshots,
                              {"epoch": epoch + 1, "best_loss": best_loss if math.isfinite(best_loss) else None,

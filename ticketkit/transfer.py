@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from .config import FindConfig, ModelHparams, TrainHparams, config_hash, from_dict
