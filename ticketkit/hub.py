@@ -274,6 +274,8 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
         local = _snapshot(repo_id, rev, token)
     src = Path(local)
     commit = src.name  # a snapshot folder is named by its commit
+    if not SHA_RE.match(commit):  # it names a directory in the store: never let a server's answer escape it
+        raise IntegrityError(f"{repo_id}: the server resolved {rev or 'main'} to {commit!r}, which is not a commit sha")
     dest = base / commit
     with st.lock(f"hub--{user}--{name}"):
         if dest.is_dir():
