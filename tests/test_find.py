@@ -177,3 +177,15 @@ def test_real_imdb_slice_smoke(shared_data, tmp_path):
     assert out["levels"][0]["test_accuracy"] > 0.5
     t = Ticket.load(next(iter(sorted((tmp_path / out["name"]).glob("level-01")))))
     assert t.tokenizer.get_vocab_size() == 5000
+
+
+def test_artifacts_are_readable_by_others_in_a_shared_store(tiny_data, tmp_path, tiny_config):
+    import os
+    import stat
+
+    run = find_ticket(tiny_config("cnn", levels=1), data_dir=tiny_data, store=tmp_path, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [run.path / "run.json", run.path / "level-01", run.path / "level-01" / "ticket.safetensors"]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode == (0o777 if p.is_dir() else 0o666) & ~umask, (p, oct(mode))

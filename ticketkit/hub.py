@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import IntegrityError, TicketkitError
-from .fsio import fsync_dir, read_json, write_with
+from .fsio import fsync_dir, public_mode, read_json, write_with
 from .store import LEVEL_RE, Store, level_dirs
 from .ticket import TICKET_FILES, Ticket
 
@@ -286,6 +286,7 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
                 shutil.rmtree(dest)  # a damaged copy: copy it again from the cache
         base.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", suffix=".tmp", dir=base))
+        public_mode(tmp, directory=True)
         try:
             for f in sorted(src.rglob("*")):
                 rel = f.relative_to(src)

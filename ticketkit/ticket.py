@@ -26,7 +26,7 @@ from huggingface_hub import ModelHubMixin
 
 from . import __version__
 from .errors import IntegrityError, TicketkitError
-from .fsio import fsync_dir, read_json, sha256_file, write_json, write_text, write_with
+from .fsio import fsync_dir, public_mode, read_json, sha256_file, write_json, write_text, write_with
 
 TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md")
 FORMAT_VERSION = 1
@@ -104,6 +104,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            public_mode(tmp, directory=True)
         except OSError as e:
             raise _fs_error(path, e) from None
         try:
