@@ -132,6 +132,15 @@ def small_find(arch: str, max_train: int, levels: int, epochs: int) -> dict:
     return out
 
 
+
+def _gap_summary(rows: list[dict], new: str, base: str) -> str:
+    """Per architecture: mean (and sd) over seeds of the test-accuracy gap new - base, in points."""
+    gaps = {}
+    for r in rows:
+        gaps.setdefault(r["arch"], []).append((r[new]["test_accuracy"] - r[base]["test_accuracy"]) * 100)
+    return "; ".join(f"{a}: mean gap {statistics.mean(g):+.2f} points over {len(g)} seed(s)"
+                     + (f" (sd {statistics.stdev(g):.2f})" if len(g) > 1 else "") for a, g in sorted(gaps.items()))
+
 def render() -> None:
     rs = load_results()
     par = [r for r in rs if r["kind"] == "parity"]
@@ -144,11 +153,7 @@ def render() -> None:
                          f"{(e['test_accuracy'] - f['test_accuracy']) * 100:+.2f}",
                          f"{f['seconds']:.0f}", f"{e['seconds']:.0f}", f"**{f['seconds'] / e['seconds']:.2f}x**",
                          f"`{r['command']}`"])
-        gaps = {}
-        for r in par:
-            gaps.setdefault(r["arch"], []).append((r["engine"]["test_accuracy"] - r["reference"]["test_accuracy"]) * 100)
-        summary = "; ".join(f"{a}: mean gap {statistics.mean(g):+.2f} points over {len(g)} seed(s)"
-                            + (f" (sd {statistics.stdev(g):.2f})" if len(g) > 1 else "") for a, g in sorted(gaps.items()))
+        summary = _gap_summary(par, "engine", "reference")
         body = (f"## Accuracy parity and one IMP level, end to end\n\nDevice: {par[0]['device']}  \n"
                 f"Each row: the same initial weights (create_model seed), the same subset and split, trained once by "
                 f"`ticketkit.train.train` (bucketing, bf16 autocast, fused Adam, foreach masks, eval at 512) and once by "
@@ -168,11 +173,7 @@ def render() -> None:
                  f"{(r['auto']['test_accuracy'] - r['fp32']['test_accuracy']) * 100:+.2f}",
                  f"{r['fp32']['seconds']:.0f}", f"{r['auto']['seconds']:.0f}", f"`{r['command']}`"]
                 for r in sorted(pr, key=lambda r: (r["arch"], r["seed"]))]
-        gaps = {}
-        for r in pr:
-            gaps.setdefault(r["arch"], []).append((r["auto"]["test_accuracy"] - r["fp32"]["test_accuracy"]) * 100)
-        summary = "; ".join(f"{a}: mean gap {statistics.mean(g):+.2f} points over {len(g)} seed(s)"
-                            + (f" (sd {statistics.stdev(g):.2f})" if len(g) > 1 else "") for a, g in sorted(gaps.items()))
+        summary = _gap_summary(pr, "auto", "fp32")
         body = (f"## Accuracy: bf16 autocast against fp32, same engine, same batch order\n\nDevice: {pr[0]['device']}  \n"
                 f"`ticketkit.train.train` twice per row, `precision=fp32` and `precision=auto` (bf16 autocast here), same "
                 f"init, data and bucketed batch order, fixed epochs, test at the best-validation state.\n\n")
