@@ -28,6 +28,20 @@ def test_init_is_determined_by_seed(arch):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_init_does_not_depend_on_the_thread_count(arch):
+    """A worker process trains with 1 thread; its arms must start from the caller's exact weights."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = create_model(arch, 3000, seed=0).state_dict()
+        torch.set_num_threads(1)
+        b = create_model(arch, 3000, seed=0).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_lstm_recurrent_matrices_are_orthogonal_per_gate():
     m = create_model("lstm", 100, seed=0, embed_dim=16, hidden_size=16)
     for g in m.lstm.weight_hh_l0.data.chunk(4, 0):

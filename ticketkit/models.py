@@ -101,12 +101,19 @@ def create_model(name: str, vocab_size: int, seed: int | None = None, **kwargs) 
     if name not in MODELS:
         raise TicketkitError(f"unknown architecture {name!r}: choose one of {', '.join(sorted(MODELS))}")
     model = MODELS[name](vocab_size=vocab_size, **kwargs)
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+    # One thread while initialising: orthogonal_ goes through a LAPACK QR whose last bits depend on the thread
+    # count, and compared arms (a worker process runs with 1 thread) must start from bit-identical weights.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model.reset_parameters()
+        else:
             model.reset_parameters()
-    else:
-        model.reset_parameters()
+    finally:
+        torch.set_num_threads(threads)
     return model
 
 
