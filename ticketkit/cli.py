@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import signal
 import sys
 import typing
@@ -81,12 +82,7 @@ def build_find_config(recipe: str | None, dataset: str | None, arch: str | None,
 
 
 def _command_line() -> str:
-    return "ticketkit " + " ".join(_quote(a) for a in sys.argv[1:])
-
-
-def _quote(a: str) -> str:
-    import shlex
-    return shlex.quote(a)
+    return "ticketkit " + shlex.join(sys.argv[1:])
 
 
 def _emit(obj, as_json: bool, text: str | None = None) -> None:

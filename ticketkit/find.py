@@ -340,7 +340,6 @@ class _Search:
                "layers": dens["layers"]}
         _log(self.progress, f"[{self.rd.name}] level {level}: test accuracy {res.test['accuracy']:.4f} "
                             f"(best epoch {res.best_epoch}/{res.epochs}, {res.seconds:.0f}s)")
-        self._done_ck = ck
         return res, row
 
     def save_ticket(self, ld: Path, level: int, init: dict, masks, rewind: dict, row: dict) -> None:

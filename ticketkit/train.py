@@ -50,7 +50,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def batches(data: Encoded, batch_size: int, gen: torch.Generator | None, bucketing: bool, pad_to: int | None = None):
+def batches(data: Encoded, batch_size: int, gen: torch.Generator | None, bucketing: bool):
     """Index batches. Bucketing sorts reviews by length within chunks of 50 batches, then shuffles the batches,
     so each batch carries little padding while the order stays random."""
     n = len(data)
@@ -68,12 +68,10 @@ def batches(data: Encoded, batch_size: int, gen: torch.Generator | None, bucketi
     return out
 
 
-def take(data: Encoded, idx: torch.Tensor, device, pad_to: int | None = None):
+def take(data: Encoded, idx: torch.Tensor, device):
+    """One batch, trimmed to its longest review (the cached ids are padded to the longest in the split)."""
     lengths = data.lengths[idx]
-    L = pad_to or int(lengths.max())
-    ids = data.ids[idx, :L]
-    if ids.shape[1] < L:
-        ids = F.pad(ids, (0, L - ids.shape[1]))
+    ids = data.ids[idx, :int(lengths.max())]
     return ids.to(device, non_blocking=True), lengths.to(device), data.labels[idx].to(device)
 
 
@@ -106,13 +104,13 @@ def make_optimizer(model, lr: float):
 
 
 @torch.inference_mode()
-def evaluate(model, data: Encoded, batch_size: int, device, amp_dtype=None, pad_to: int | None = None) -> dict:
+def evaluate(model, data: Encoded, batch_size: int, device, amp_dtype=None) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     model.eval()
     total_loss, preds = 0.0, torch.empty(len(data), dtype=torch.long)
-    for idx in batches(data, batch_size, None, bucketing=pad_to is None):
-        ids, lengths, labels = take(data, idx, device, pad_to)
+    for idx in batches(data, batch_size, None, bucketing=True):
+        ids, lengths, labels = take(data, idx, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(ids, lengths)
         total_loss += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
@@ -200,7 +198,6 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
     opt = make_optimizer(model, hp.lr)
     masker = Masker(model, masks)
     masker.weights()
-    pad_to = None if hp.bucketing else None
     torch.manual_seed(seed)  # dropout stream; restored from the checkpoint on resume
 
     start, best_loss, best_state, best_epoch, bad, history, snapshots = 0, math.inf, None, -1, 0, [], {}
@@ -213,7 +210,6 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
             start, best_loss, best_epoch, bad, history = meta["epoch"], meta["best_loss"], meta["best_epoch"], meta["bad"], meta["history"]
             elapsed = meta.get("seconds", 0.0)
             best_loss = math.inf if best_loss is None else best_loss
-            masker = Masker(model, masks)  # rebind to the (same) parameter objects after load_state_dict
 
     stopped_early = bad >= hp.patience
     for epoch in range(start, hp.epochs):
@@ -225,7 +221,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
         # disable=None: bars only on a terminal, so logs and CI output stay readable (the epoch lines still print).
         bar = tqdm(bl, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=None if progress else True, unit="batch")
         for idx in bar:
-            ids, lengths, labels = take(train_data, idx, device, pad_to)
+            ids, lengths, labels = take(train_data, idx, device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = model(ids, lengths)
             loss = F.cross_entropy(logits.float(), labels)
@@ -268,8 +264,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
     for k in snapshot_epochs:
         snapshots.setdefault(k, _state(model))
     model.load_state_dict(best_state)
-    amp_eval = amp
-    val = evaluate(model, val_data, hp.eval_batch_size, device, amp_eval)
-    test = evaluate(model, test_data, hp.eval_batch_size, device, amp_eval)
+    val = evaluate(model, val_data, hp.eval_batch_size, device, amp)
+    test = evaluate(model, test_data, hp.eval_batch_size, device, amp)
     return TrainResult(best_state, best_epoch, len(history), val, test, history, snapshots,
                        seconds=elapsed + time.perf_counter() - t0, stopped_early=stopped_early)
