@@ -97,10 +97,15 @@ def write_section(name: str, body: str) -> None:
 
 
 def header(title: str) -> str:
+    try:
+        busy = float(Path("/proc/loadavg").read_text().split()[1]) > (os.cpu_count() or 1) + 0.5  # 5-minute load
+    except (OSError, ValueError):
+        busy = False
+    who = ("the machine was shared (5-minute load above the core count), so absolute times are inflated"
+           if busy else "5-minute load within the core count: no other work contending")
     return (f"## {title}\n\nCommand: `{command()}`  \nDevice: {device_line()}  \n"
-            f"Measured {time.strftime('%Y-%m-%d %H:%M')}, {load_avg()} at the end (shared machine: a full-IMDB "
-            f"`ticketkit find` and other agents were using the same 2 cores, so absolute times are inflated; "
-            f"ratios are side by side in one process, interleaved, medians).\n")
+            f"Measured {time.strftime('%Y-%m-%d %H:%M')}, {load_avg()} at the end ({who}; ratios are side by side "
+            f"in one process, interleaved, medians).\n")
 
 
 def table(rows: list[list], head: list[str]) -> str:
