@@ -80,7 +80,8 @@ def spread(xs) -> str:
 
 
 def command() -> str:
-    return "nice -n 10 python " + " ".join(["bench/" + Path(sys.argv[0]).name] + sys.argv[1:])
+    nice = os.nice(0)  # the niceness this process really ran at, not an assumed one
+    return (f"nice -n {nice} " if nice else "") + "python " + " ".join(["bench/" + Path(sys.argv[0]).name] + sys.argv[1:])
 
 
 def write_section(name: str, body: str) -> None:
