@@ -225,28 +225,63 @@ def part_masking(ctx, archs, reps):
     C.write_section("masking", body)
 
 
-def cast_per_conv(fn):
-    """The "off" side of the CNN forward changes: the forward as it was, where autocast casts the
-    fp32 [B, E, L] input (and its gradient) separately for each of the three convs, and ReLU runs over the whole
-    [B, F, L] map before an amax (whose backward compares the whole map)."""
-    import torch.nn.functional as F
+def forward_per_conv_cast(self, ids, lengths):
+    """KimCNN.forward before issue 7's two changes: autocast casts the fp32 [B, E, L] input (and its gradient)
+    separately for each of the three convs, and ReLU runs over the whole [B, F, L] map before an amax (whose
+    backward compares the whole map)."""
+    x = self.embedding(ids).transpose(1, 2)
+    if x.shape[2] < self.min_len:
+        x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
+    return self.fc(self.dropout(h))
+
+
+def forward_amax(self, ids, lengths):
+    """The first change only: the input cast once, pooling still ReLU map + amax."""
+    x = self.embedding(ids)
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = x.transpose(1, 2).contiguous()
+    if x.shape[2] < self.min_len:
+        x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
+    return self.fc(self.dropout(h))
+
+
+def with_forward(fn, forward):
+    """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever)."""
     from ticketkit.models import KimCNN
 
-    def old_forward(self, ids, lengths):
-        x = self.embedding(ids).transpose(1, 2)
-        if x.shape[2] < self.min_len:
-            x = F.pad(x, (0, self.min_len - x.shape[2]))
-        h = torch.cat([F.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
-        return self.fc(self.dropout(h))
-
     def run():
-        new_forward = KimCNN.forward
-        KimCNN.forward = old_forward
+        shipped = KimCNN.forward
+        KimCNN.forward = forward
         try:
             return fn()
         finally:
-            KimCNN.forward = new_forward
+            KimCNN.forward = shipped
     return run
+
+
+def part_cnnforward(ctx, archs, reps):
+    """The CNN forward as shipped against its two predecessors, one train epoch through ticketkit.train.train."""
+    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
+    masks = masks_at("cnn", vocab, 1.0)
+    base = lambda: engine_epoch("cnn", vocab, masks, train, tiny)
+    t = timed({"shipped": base, "amax": with_forward(base, forward_amax),
+               "per_conv": with_forward(base, forward_per_conv_cast)}, reps)
+    m = {k: C.med(v) for k, v in t.items()}
+    rows = [["input cast once, ReLU after max-with-indices pooling (shipped)", f"{m['shipped']:.2f}", "1.00x"],
+            ["input cast once, ReLU map + amax", f"{m['amax']:.2f}", f"**{m['amax'] / m['shipped']:.2f}x**"],
+            ["each conv casts its input, ReLU map + amax (before issue 7)", f"{m['per_conv']:.2f}",
+             f"**{m['per_conv'] / m['shipped']:.2f}x**"]]
+    for r in rows:
+        print(r, flush=True)
+    body = C.header("CNN forward variants")
+    body += (f"\nOne train epoch over {len(train):,} reviews through `ticketkit.train.train` with `KimCNN.forward` "
+             f"swapped for each variant (same init, data, masks); median seconds of {reps} interleaved repetitions. "
+             f"'slower by' is the variant's time over the shipped forward's.\n\n")
+    body += C.table(rows, ["forward", "s per epoch", "slower by"])
+    C.write_section("cnnforward", body)
 
 
 def part_levers(ctx, archs, reps):
@@ -271,7 +306,7 @@ def part_levers(ctx, archs, reps):
                "adam_foreach": with_patch(base(), make_optimizer=adam("foreach")),
                "adam_loop": with_patch(base(), make_optimizer=adam("loop"))}
         if arch == "cnn":
-            fns["cast_per_conv"] = cast_per_conv(base())
+            fns["cast_per_conv"] = with_forward(base(), forward_per_conv_cast)
         t = timed(fns, reps)
         m = {k: C.med(v) for k, v in t.items()}
         for k, what in (("no_bucketing", "length bucketing (off: every batch padded to max_len)"),
@@ -468,7 +503,7 @@ def main():
     print(f"{C.device_line()}\ntrain {len(d.train)} reviews, {d.train.tokens():,} tokens "
           f"({ctx['padded_tokens']:,} after bucketing, {len(d.train) * C.MAX_LEN:,} padded to {C.MAX_LEN})", flush=True)
     archs = a.arch.split(",")
-    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "workers": part_workers}
+    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "workers": part_workers}
     for w in a.what.split(","):
         parts[w](ctx, archs, reps)
 

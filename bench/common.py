@@ -50,11 +50,16 @@ def device_line() -> str:
             f"{torch.get_num_threads()} threads, oneDNN bf16 {'yes' if bf16 else 'no'}, python {platform.python_version()}")
 
 
-def load_avg() -> str:
+def _loadavg() -> list[str]:
     try:
-        return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        return Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
-        return ""
+        return []
+
+
+def load_avg() -> str:
+    la = _loadavg()
+    return "load average " + " ".join(la) if la else ""
 
 
 def interleave(fns: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -98,10 +103,8 @@ def write_section(name: str, body: str) -> None:
 
 
 def header(title: str) -> str:
-    try:
-        busy = float(Path("/proc/loadavg").read_text().split()[1]) > (os.cpu_count() or 1) + 0.5  # 5-minute load
-    except (OSError, ValueError):
-        busy = False
+    la = _loadavg()
+    busy = len(la) == 3 and float(la[1]) > (os.cpu_count() or 1) + 0.5  # the 5-minute load
     who = ("the machine was shared (5-minute load above the core count), so absolute times are inflated"
            if busy else "5-minute load within the core count: no other work contending")
     return (f"## {title}\n\nCommand: `{command()}`  \nDevice: {device_line()}  \n"
