@@ -22,7 +22,7 @@ from ticketkit.config import DataHparams  # noqa: E402
 from ticketkit.find import prepare_data  # noqa: E402
 from ticketkit.fsio import write_text  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
+RESULTS = Path(os.environ.get("TICKETKIT_BENCH_RESULTS", ROOT / "bench" / "RESULTS.md"))
 DATA_DIR = Path(os.environ.get("TICKETKIT_DATA_DIR", ROOT.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("TICKETKIT_BENCH_CACHE", Path.home() / ".cache" / "ticketkit-bench"))
 MAX_LEN, VOCAB, BATCH = 256, 25000, 64

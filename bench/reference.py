@@ -111,15 +111,15 @@ def train(model, train_t, val_t, test_t, epochs: int, patience: int, lr: float, 
 
 
 def find(arch: str, vocab: int, model_kw: dict, names_fn, data, levels: int, rate: float, epochs: int,
-         patience: int, lr: float, batch_size: int, seed: int, max_len: int) -> list[dict]:
+         patience: int, lr: float, batch_size: int, seed: int, max_len: int, device="cpu") -> list[dict]:
     """The reference IMP search: train, prune `rate` per layer by magnitude, rewind to init, repeat."""
     from ticketkit.models import create_model
 
-    model = create_model(arch, vocab, seed=seed, **model_kw)
+    model = create_model(arch, vocab, seed=seed, **model_kw).to(device)
     names = names_fn(model)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     attach_masks(model, {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool) for n in names})
-    tensors = [padded(d, max_len) for d in (data.train, data.val, data.test)]
+    tensors = [tuple(t.to(device) for t in padded(d, max_len)) for d in (data.train, data.val, data.test)]
     rows = []
     for level in range(levels + 1):
         if level:

@@ -357,6 +357,8 @@ def _csv_list(value: str | None, what: str, conv=str) -> list | None:
 @click.option("--controls", default=None, help="comma-separated random controls: random-prune,random-reinit (or none)")
 @click.option("--no-fresh", is_flag=True, help="skip the fresh arm (IMP on the target itself; the costliest arm)")
 @click.option("--workers", type=int, default=None, help="train independent cells in N worker processes (1 thread each)")
+@click.option("--batch-arms", type=click.Choice(["auto", "yes", "no"]), default=None,
+              help="train a level's arms as one stacked model (default auto: on a GPU, not on a CPU, where it does not pay)")
 @click.option("--arch", default=None, help="the source's architecture: picks the newest run of it, and is checked")
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
 @click.option("--recipe", type=click.Path(), default=None,
@@ -364,7 +366,7 @@ def _csv_list(value: str | None, what: str, conv=str) -> list | None:
                    "(found first if it is not in the store)")
 @transfer_options
 @common_options
-def transfer(source, target, seeds, levels, controls, no_fresh, workers, arch, level, recipe, data_dir, store, quiet,
+def transfer(source, target, seeds, levels, controls, no_fresh, workers, batch_arms, arch, level, recipe, data_dir, store, quiet,
              as_json, **flags):
     """Transfer a ticket to another dataset: transferred, random and fresh tickets at each level, with a report.
 
@@ -377,7 +379,7 @@ def transfer(source, target, seeds, levels, controls, no_fresh, workers, arch, l
     cfg = config_from_recipe(d) if recipe else TransferConfig()
     over = {"target": target, "seeds": list(range(seeds)) if seeds is not None else None,
             "levels": _csv_list(levels, "levels", float), "controls": _csv_list(controls, "controls"),
-            "workers": workers, "arch": arch}
+            "workers": workers, "batch_arms": batch_arms, "arch": arch}
     for k, v in over.items():
         if v is not None:
             setattr(cfg, k, v)

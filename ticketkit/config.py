@@ -71,7 +71,7 @@ class TrainHparams:
     batch_size: int = field(default=64, metadata=flag("training batch size"))
     patience: int = field(default=2, metadata=flag("stop after this many epochs without a better validation loss"))
     eval_batch_size: int = field(default=512, metadata=flag("evaluation batch size (no gradients, so larger)"))
-    precision: str = field(default="auto", metadata=flag("auto (bf16 autocast where the CPU supports it) | fp32 | bf16"))
+    precision: str = field(default="auto", metadata=flag("auto (bf16 autocast on a CPU that supports it; fp32 on a GPU, where it is faster) | fp32 | bf16"))
     bucketing: bool = field(default=True, metadata=flag("batch reviews of similar length together", cli=False))
 
     def validate(self) -> None:

@@ -32,11 +32,16 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """None means fp32; bf16 autocast only where the hardware has it (fp32 fallback otherwise)."""
+def resolve_precision(precision: str, device: torch.device, arms: int = 1) -> torch.dtype | None:
+    """None means fp32. "auto" picks the faster path for the device: bf16 autocast on a CPU that has bf16 (1.6x/1.45x
+    an epoch, bench/RESULTS.md "levers"), fp32 on a CPU without it. On a GPU one small model is bound by kernel
+    launches and autocast's extra casts cost more than bf16 saves, so fp32 (1.26x/1.33x, section "gpu-levers"); a
+    level's arms stacked into one model (`arms` > 1) have the arithmetic for bf16 to pay (section "gpu-arms")."""
     if precision == "fp32":
         return None
-    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and bf16_supported(device) and (device.type == "cpu" or arms > 1):
         return torch.bfloat16
     return None
 
@@ -75,6 +80,37 @@ def take(data: Encoded, idx: torch.Tensor, device):
     return ids.to(device, non_blocking=True), lengths.to(device), data.labels[idx].to(device)
 
 
+class Feed:
+    """The batches of one split on the training device.
+
+    On the CPU this is `batches` + `take`. On an accelerator the split is copied to the device once and each
+    epoch's indices in one transfer; batches are gathered there, trimmed with lengths read on the host, so no
+    step makes the host wait for the device (a per-batch host->device index copy or `.max()` read would).
+    """
+
+    def __init__(self, data: Encoded, device):
+        self.data, self.device = data, torch.device(device)
+        self.host = self.device.type == "cpu"
+        if not self.host:
+            self.ids, self.lengths, self.labels = (t.to(self.device) for t in (data.ids, data.lengths, data.labels))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def epoch(self, batch_size: int, gen: torch.Generator | None, bucketing: bool):
+        """(number of batches, iterator of (idx, ids, lengths, labels)); idx lives on the device."""
+        bl = batches(self.data, batch_size, gen, bucketing)
+        if self.host:
+            return len(bl), ((idx, *take(self.data, idx, self.device)) for idx in bl)
+        trim = [int(self.data.lengths[i].max()) for i in bl]
+        on_dev = torch.cat(bl).to(self.device).split([len(i) for i in bl]) if bl else []
+
+        def it():
+            for idx, n in zip(on_dev, trim):
+                yield idx, self.ids[idx, :n], self.lengths[idx], self.labels[idx]
+        return len(bl), it()
+
+
 class Masker:
     """Keeps pruned weights at exactly zero with two foreach ops per step."""
 
@@ -104,21 +140,32 @@ def make_optimizer(model, lr: float):
 
 
 @torch.inference_mode()
-def evaluate(model, data: Encoded, batch_size: int, device, amp_dtype=None) -> dict:
+def evaluate(model, data, batch_size: int, device, amp_dtype=None):
+    """Loss, accuracy and macro-F1 on `data` (an Encoded split or a Feed). A model of several arms (logits
+    [B, arms, C], see ticketkit.arms) gets one dict per arm. Sums stay on the device until the end."""
     from sklearn.metrics import accuracy_score, f1_score
 
+    feed = data if isinstance(data, Feed) else Feed(data, device)
     model.eval()
-    total_loss, preds = 0.0, torch.empty(len(data), dtype=torch.long)
-    for idx in batches(data, batch_size, None, bucketing=True):
-        ids, lengths, labels = take(data, idx, device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(ids, lengths)
-        total_loss += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        preds[idx] = logits.argmax(1).cpu()
-    y = data.labels.numpy()
-    p = preds.numpy()
-    return {"loss": total_loss / max(len(data), 1), "accuracy": float(accuracy_score(y, p)),
-            "macro_f1": float(f1_score(y, p, average="macro"))}
+    loss_sum, preds, stacked = None, None, False
+    _, it = feed.epoch(batch_size, None, bucketing=True)
+    for idx, ids, lengths, labels in it:
+        with torch.autocast(feed.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(ids, lengths).float()
+        stacked = logits.dim() == 3
+        logits = logits if stacked else logits[:, None]
+        if loss_sum is None:
+            loss_sum = torch.zeros(logits.shape[1], dtype=torch.float64, device=logits.device)
+            preds = torch.empty(len(feed), logits.shape[1], dtype=torch.long, device=logits.device)
+        for a in range(logits.shape[1]):  # double accumulation, as float() sums in Python would
+            loss_sum[a] += F.cross_entropy(logits[:, a], labels, reduction="sum").double()
+        preds[idx] = logits.argmax(2)
+    if loss_sum is None:
+        raise TicketkitError("cannot evaluate on an empty split")
+    y, loss_sum, preds = feed.data.labels.numpy(), loss_sum.cpu(), preds.cpu().numpy()
+    out = [{"loss": float(loss_sum[a]) / max(len(feed), 1), "accuracy": float(accuracy_score(y, preds[:, a])),
+            "macro_f1": float(f1_score(y, preds[:, a], average="macro"))} for a in range(preds.shape[1])]
+    return out if stacked else out[0]
 
 
 @dataclass
@@ -181,6 +228,51 @@ def _load_checkpoint(path: Path, model, opt):
     return meta, best, {int(e): s for e, s in snaps.items()}
 
 
+def _diverged(desc: str, what: str, value, epoch: int) -> TrainingDiverged:
+    return TrainingDiverged(f"{desc}: {what} loss became {value} at epoch {epoch + 1}; lower --lr or check the data "
+                            f"(this level was stopped, nothing was saved for it)")
+
+
+def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, desc: str, progress: bool,
+              active: list[bool] | None = None) -> list[float]:
+    """One training epoch; the mean training loss (one per arm for a model of several arms, whose loss is the sum of
+    the `active` arms' losses, so each arm gets exactly its own gradient). On the CPU a non-finite loss stops at once;
+    on an accelerator losses are summed on the device and checked at the end of the epoch, so no step waits."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    n, it = feed.epoch(hp.batch_size, epoch_generator(seed, epoch), hp.bucketing)
+    # disable=None: bars only on a terminal, so logs and CI output stay readable (the epoch lines still print).
+    bar = tqdm(it, total=n, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=None if progress else True, unit="batch")
+    loss_sum, n_seen = None, 0
+    on = None if active is None or all(active) else torch.tensor([a for a, x in enumerate(active) if x], device=feed.device)
+    for idx, ids, lengths, labels in bar:
+        with torch.autocast(feed.device.type, dtype=amp, enabled=amp is not None):
+            logits = model(ids, lengths)
+        if logits.dim() == 3:  # [B, arms, C]
+            per_arm = torch.stack([F.cross_entropy(logits[:, a].float(), labels) for a in range(logits.shape[1])])
+        else:
+            per_arm = F.cross_entropy(logits.float(), labels)[None]
+        used = per_arm if on is None else per_arm[on]
+        if feed.host:
+            lv = used.detach().double()
+            if not torch.isfinite(lv).all():
+                raise _diverged(desc, "training", float(lv[~torch.isfinite(lv)][0]), epoch)
+        opt.zero_grad(set_to_none=False)
+        used.sum().backward()
+        masker.grads()
+        opt.step()
+        masker.weights()
+        step = per_arm.detach().double() * len(idx)
+        loss_sum = step if loss_sum is None else loss_sum + step
+        n_seen += len(idx)
+    out = (loss_sum / max(n_seen, 1)).tolist() if loss_sum is not None else [0.0]
+    bad = [v for a, v in enumerate(out) if not math.isfinite(v) and (active is None or active[a])]
+    if bad:
+        raise _diverged(desc, "training", bad[0], epoch)
+    return out
+
+
 def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encoded, hp, seed: int,
           device=None, snapshot_epochs=(), checkpoint: Path | None = None, progress: bool = True,
           desc: str = "train", stop_flag=None) -> TrainResult:
@@ -211,36 +303,16 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
             elapsed = meta.get("seconds", 0.0)
             best_loss = math.inf if best_loss is None else best_loss
 
+    train_feed, val_feed = Feed(train_data, device), Feed(val_data, device)
     stopped_early = bad >= hp.patience
     for epoch in range(start, hp.epochs):
         if stopped_early:
             break
-        model.train()
-        loss_sum, n_seen = 0.0, 0
-        bl = batches(train_data, hp.batch_size, epoch_generator(seed, epoch), hp.bucketing)
-        # disable=None: bars only on a terminal, so logs and CI output stay readable (the epoch lines still print).
-        bar = tqdm(bl, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=None if progress else True, unit="batch")
-        for idx in bar:
-            ids, lengths, labels = take(train_data, idx, device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = model(ids, lengths)
-            loss = F.cross_entropy(logits.float(), labels)
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise TrainingDiverged(f"{desc}: training loss became {lv} at epoch {epoch + 1}; "
-                                       f"lower --lr or check the data (this level was stopped, nothing was saved for it)")
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            masker.grads()
-            opt.step()
-            masker.weights()
-            loss_sum += lv * len(idx)
-            n_seen += len(idx)
-        val = evaluate(model, val_data, hp.eval_batch_size, device, amp)
+        train_loss = run_epoch(model, opt, masker, train_feed, hp, seed, epoch, amp, desc, progress)[0]
+        val = evaluate(model, val_feed, hp.eval_batch_size, device, amp)
         if not math.isfinite(val["loss"]):  # the last step can blow the weights up without a bad training loss
-            raise TrainingDiverged(f"{desc}: validation loss became {val['loss']} at epoch {epoch + 1}; "
-                                   f"lower --lr or check the data (this level was stopped, nothing was saved for it)")
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(n_seen, 1), "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
+            raise _diverged(desc, "validation", val["loss"], epoch)
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
         if epoch + 1 in snapshot_epochs:
             snapshots[epoch + 1] = _state(model)
         if val["loss"] < best_loss:
@@ -264,7 +336,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
     for k in snapshot_epochs:
         snapshots.setdefault(k, _state(model))
     model.load_state_dict(best_state)
-    val = evaluate(model, val_data, hp.eval_batch_size, device, amp)
+    val = evaluate(model, val_feed, hp.eval_batch_size, device, amp)
     test = evaluate(model, test_data, hp.eval_batch_size, device, amp)
     return TrainResult(best_state, best_epoch, len(history), val, test, history, snapshots,
                        seconds=elapsed + time.perf_counter() - t0, stopped_early=stopped_early)

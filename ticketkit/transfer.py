@@ -42,6 +42,7 @@ DEFAULT_LEVELS = [100.0, 41.1, 16.9, 7.0, 2.9, 1.2, 0.5, 0.2]
 CONTROLS = ("random-prune", "random-reinit")
 ARMS = ("transferred", *CONTROLS, "fresh")
 DENSE = 100.0
+BATCH_ARMS = ("auto", "yes", "no")
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
@@ -62,6 +63,9 @@ class TransferConfig:
     max_test: Optional[int] = None
     val_fraction: float = 0.1
     workers: int = 1  # parallel worker processes; never changes a result, so not hashed
+    # Train a level's arms (same seed) as one stacked model (ticketkit.arms): "auto" does so on an accelerator, where
+    # it pays, and not on a CPU, where it does not. Changes results by floating-point rounding only: not hashed.
+    batch_arms: str = "auto"
     train: TrainHparams = field(default_factory=TrainHparams)
 
     def __post_init__(self):
@@ -90,6 +94,7 @@ class TransferConfig:
             _check(v is None or v >= 10, f"transfer.{k}", f"must be at least 10, got {v}")
         _check(0 < self.val_fraction < 0.5, "transfer.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
         _check(1 <= self.workers <= 256, "transfer.workers", f"must be between 1 and 256, got {self.workers}")
+        _check(self.batch_arms in BATCH_ARMS, "transfer.batch_arms", f"must be one of {', '.join(BATCH_ARMS)}, got {self.batch_arms!r}")
         self.train.validate()
         return self
 
@@ -97,10 +102,10 @@ class TransferConfig:
         return dataclasses.asdict(self)
 
     def hashed(self) -> dict:
-        """The settings that can change a result (workers and the arch check cannot)."""
+        """The settings that can change a result (workers, the arch check and batch_arms cannot)."""
         d = self.to_dict()
-        d.pop("workers")
-        d.pop("arch")
+        for k in ("workers", "arch", "batch_arms"):
+            d.pop(k)
         return d
 
     def run_name(self, source: "Source") -> str:
@@ -420,6 +425,10 @@ def _train_job(job: dict, data: dict | None = None, stop_flag=None, progress: bo
                 device=device, checkpoint=Path(job["checkpoint"]), progress=progress, desc=job["desc"],
                 stop_flag=stop_flag)
     Path(job["checkpoint"]).unlink(missing_ok=True)
+    return _result_metrics(res)
+
+
+def _result_metrics(res) -> dict:
     return {"test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"],
             "val_accuracy": res.val["accuracy"], "val_loss": res.val["loss"], "test_loss": res.test["loss"],
             "epochs": res.epochs, "best_epoch": res.best_epoch, "seconds": round(res.seconds, 2)}
@@ -537,7 +546,8 @@ class _Transfer:
                 "kind": "transfer", "name": self.name, "config": cfg.to_dict(), "source": self.src.describe(),
                 "target": cfg.target, "plan": plan, "rows": [], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "command": self.command, "versions": _versions()}
-            res["config"]["workers"] = cfg.workers  # the only setting that may differ on a resumed run
+            res["config"]["workers"] = cfg.workers  # the only settings that may differ on a resumed run
+            res["config"]["batch_arms"] = cfg.batch_arms
             if res.get("status") == "complete" and not self._missing(res, plan):
                 _log(self.progress, f"reusing finished transfer {rd}")
                 return TransferRun(rd)
@@ -595,12 +605,66 @@ class _Transfer:
         self.by_digest = {(r["digest"], r["seed"]): r for r in self.res["rows"] if "shared_with" not in r}
         queue = [c for c in self.cells(plan) if c.key not in done]
         fresh_cfg = self.fresh_config(plan) if cfg.fresh else None
+        if self.stacked():
+            # The fresh search first, so a level's fresh arm can train in one stacked model with the others.
+            if fresh_cfg is not None:
+                queue += self._after_fresh(plan, self._fresh_serial(fresh_cfg), done)
+            self.together(queue)
+            return
         if cfg.workers == 1:
             self.serial(queue)
             if fresh_cfg is not None:  # the costliest arm last, so the others are saved first
                 self.serial(self._after_fresh(plan, self._fresh_serial(fresh_cfg), done))
             return
         self.parallel(queue, plan, fresh_cfg, done)
+
+    def stacked(self) -> bool:
+        """Whether the arms of a level train as one stacked model: "auto" means on an accelerator only."""
+        from .train import default_device
+
+        dev = torch.device(self.device) if self.device is not None else default_device()
+        on = self.cfg.batch_arms == "yes" or (self.cfg.batch_arms == "auto" and dev.type != "cpu")
+        if on and self.cfg.workers > 1:
+            _log(self.progress, f"[{self.name}] arms of a level train as one stacked model in this process "
+                                f"(batch_arms={self.cfg.batch_arms} on {dev.type}); workers={self.cfg.workers} is not used")
+        self.res["stacked_arms"] = on
+        return on
+
+    def together(self, queue: list[_Cell]) -> None:
+        """Each (level, seed)'s unfinished cells in one stacked training (ticketkit.arms.train_arms); cells that are
+        bit-identical to a finished training, or to another cell of the group, are recorded from it."""
+        from .arms import train_arms
+
+        groups: dict = {}
+        for c in queue:
+            groups.setdefault((c.level, c.seed), []).append(c)
+        f = self.src.find
+        for (level, seed), cells in groups.items():
+            members: dict = {}  # digest -> [(cell, masks, start)]
+            for cell in cells:
+                masks, start = self.build(cell)
+                dg = _digest(masks, start)
+                if not self._reuse(cell, masks, start, dg):
+                    members.setdefault(dg, []).append((cell, masks, start))
+            if not members:
+                continue
+            if len(members) == 1:
+                dg, group = next(iter(members.items()))
+                cell, masks, start = group[0]
+                m = _train_job(self.job(cell, masks, start, dg), self.data, self.stop_flag, self.progress, self.device)
+                self._finish((dg, seed), group, m)
+                continue
+            firsts = [g[0] for g in members.values()]
+            t0 = time.perf_counter()
+            res = train_arms(f.model.arch, model_kwargs(f.model), self.src.vocab_size, [s for _, _, s in firsts],
+                             [m for _, m, _ in firsts], self.data["train"], self.data["val"], self.data["test"],
+                             self.cfg.train, seed, device=self.device, progress=self.progress,
+                             descs=[f"{c.arm} {c.level:g}% seed {seed}" for c, _, _ in firsts], stop_flag=self.stop_flag)
+            took = round(time.perf_counter() - t0, 2)
+            arms = [c.arm for c, _, _ in firsts]
+            for (dg, group), r in zip(members.items(), res):
+                m = {**_result_metrics(r), "seconds": took, "trained_with": arms}
+                self._finish((dg, seed), group, m)
 
     def _reuse(self, cell: _Cell, masks: dict, start: dict, dg: str) -> bool:
         """A bit-identical training already finished (another arm at the same point): record it for this arm."""
@@ -703,5 +767,6 @@ class _Transfer:
 
 
 def _metrics(row: dict) -> dict:
-    keys = ("test_accuracy", "test_macro_f1", "val_accuracy", "val_loss", "test_loss", "epochs", "best_epoch", "seconds")
+    keys = ("test_accuracy", "test_macro_f1", "val_accuracy", "val_loss", "test_loss", "epochs", "best_epoch", "seconds",
+            "trained_with")
     return {k: row[k] for k in keys if k in row}
