@@ -249,8 +249,10 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
     for idx, ids, lengths, labels in bar:
         with torch.autocast(feed.device.type, dtype=amp, enabled=amp is not None):
             logits = model(ids, lengths)
-        if logits.dim() == 3:  # [B, arms, C]
-            per_arm = torch.stack([F.cross_entropy(logits[:, a].float(), labels) for a in range(logits.shape[1])])
+        if logits.dim() == 3:  # [B, arms, C]: every arm's mean loss from one cross-entropy call
+            B, n_arms = logits.shape[:2]
+            per_arm = F.cross_entropy(logits.float().reshape(B * n_arms, -1), labels.repeat_interleave(n_arms),
+                                      reduction="none").view(B, n_arms).mean(0)
         else:
             per_arm = F.cross_entropy(logits.float(), labels)[None]
         used = per_arm if on is None else per_arm[on]
