@@ -58,28 +58,26 @@ def hp(**kw) -> TrainHparams:
     return TrainHparams(**{"epochs": 1, "batch_size": C.BATCH, "patience": 5, "eval_batch_size": 512, **kw})
 
 
-def engine_epoch(arch, vocab, masks, train, tiny, **kw) -> float:
+def engine_epoch(arch, vocab, masks, train, tiny, device=torch.device("cpu"), **kw) -> float:
     """One epoch through ticketkit.train.train itself (its evaluation runs on a 16-review set, so ~free)."""
     model = create_model(arch, vocab, seed=0)
-    t = time.perf_counter()
-    T.train(model, masks, train, tiny, tiny, hp(**kw), seed=0, device=torch.device("cpu"), progress=False)
-    return time.perf_counter() - t
+    return C.sync_time(lambda: T.train(model, masks, train, tiny, tiny, hp(**kw), seed=0, device=device,
+                                       progress=False), device)
 
 
-def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True) -> float:
-    model = create_model(arch, vocab, seed=0)
+def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True, device=torch.device("cpu")) -> float:
+    """One epoch of bench/reference.py's loop; `tensors` must already be on `device`."""
+    model = create_model(arch, vocab, seed=0).to(device)
     if hooks:
-        R.attach_masks(model, masks)
+        R.attach_masks(model, {k: v.to(device) for k, v in masks.items()})
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     torch.manual_seed(0)
-    t = time.perf_counter()
-    R.train_epoch(model, opt, tensors, C.BATCH, torch.Generator().manual_seed(0))
-    return time.perf_counter() - t
+    return C.sync_time(lambda: R.train_epoch(model, opt, tensors, C.BATCH, torch.Generator().manual_seed(0)), device)
 
 
 def timed(fns: dict, reps: int) -> dict[str, list[float]]:
     """Round-robin; each callable returns its own elapsed seconds (setup outside the timed region)."""
-    for f in fns.values():  # warm-up: oneDNN builds its primitives per shape on first use
+    for f in fns.values():  # warm-up: oneDNN builds its primitives (cuDNN picks its kernels) per shape on first use
         f()
     out = {k: [] for k in fns}
     for _ in range(reps):

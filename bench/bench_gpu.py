@@ -20,7 +20,8 @@ import torch
 
 import common as C
 import reference as R
-from bench_engine import flops_per_token, masks_at, subset
+import bench_engine as E
+from bench_engine import flops_per_token, masks_at, subset, timed
 from ticketkit import arms as A
 from ticketkit import train as T
 from ticketkit.config import DataHparams, FindConfig, PruneHparams, TrainHparams
@@ -31,18 +32,8 @@ from ticketkit.prune import shuffled_like
 DEV = torch.device("cuda")
 
 
-def sync():
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def sync_time(fn):
-    """Seconds of fn() with the device drained on both sides."""
-    sync()
-    t = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t
+    return C.sync_time(fn, DEV)
 
 
 def gpu_line() -> str:
@@ -72,36 +63,16 @@ def gemm_flops(dtype, n: int = 8192, reps: int = 10, tf32: bool = False) -> floa
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def hp(**kw) -> TrainHparams:
-    return TrainHparams(**{"epochs": 1, "batch_size": C.BATCH, "patience": 5, "eval_batch_size": 512, **kw})
+def engine_epoch(*args, **kw) -> float:
+    return E.engine_epoch(*args, device=DEV, **kw)
 
 
-def engine_epoch(arch, vocab, masks, train, tiny, **kw) -> float:
-    model = create_model(arch, vocab, seed=0)
-    return sync_time(lambda: T.train(model, masks, train, tiny, tiny, hp(**kw), seed=0, device=DEV, progress=False))
+def reference_epoch(*args, **kw) -> float:
+    return E.reference_epoch(*args, device=DEV, **kw)
 
 
 def on_dev(tensors):
     return tuple(t.to(DEV) for t in tensors)
-
-
-def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True) -> float:
-    model = create_model(arch, vocab, seed=0).to(DEV)
-    if hooks:
-        R.attach_masks(model, {k: v.to(DEV) for k, v in masks.items()})
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    torch.manual_seed(0)
-    return sync_time(lambda: R.train_epoch(model, opt, tensors, C.BATCH, torch.Generator().manual_seed(0)))
-
-
-def timed(fns: dict, reps: int) -> dict[str, list[float]]:
-    for f in fns.values():  # warm-up: cuDNN picks its algorithms, the allocator fills its pools
-        f()
-    out = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            out[k].append(f())
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ parts

@@ -76,6 +76,17 @@ def interleave(fns: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
     return times
 
 
+def sync_time(fn, device=torch.device("cpu")) -> float:
+    """Seconds of fn(); on a GPU with the device drained on both sides, so queued kernels are counted."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def med(xs) -> float:
     return statistics.median(xs)
 

@@ -605,7 +605,8 @@ class _Transfer:
         self.by_digest = {(r["digest"], r["seed"]): r for r in self.res["rows"] if "shared_with" not in r}
         queue = [c for c in self.cells(plan) if c.key not in done]
         fresh_cfg = self.fresh_config(plan) if cfg.fresh else None
-        if self.stacked():
+        self.res["stacked_arms"] = self.stacked()
+        if self.res["stacked_arms"]:
             # The fresh search first, so a level's fresh arm can train in one stacked model with the others.
             if fresh_cfg is not None:
                 queue += self._after_fresh(plan, self._fresh_serial(fresh_cfg), done)
@@ -627,7 +628,6 @@ class _Transfer:
         if on and self.cfg.workers > 1:
             _log(self.progress, f"[{self.name}] arms of a level train as one stacked model in this process "
                                 f"(batch_arms={self.cfg.batch_arms} on {dev.type}); workers={self.cfg.workers} is not used")
-        self.res["stacked_arms"] = on
         return on
 
     def together(self, queue: list[_Cell]) -> None:
