@@ -223,6 +223,18 @@ def part_masking(ctx, archs, reps):
     C.write_section("masking", body)
 
 
+def forward_conv1d(self, ids, lengths):
+    """KimCNN.forward of session 2: the input cast once and transposed to a contiguous [B, E, L] for nn.Conv1d."""
+    x = self.embedding(ids)
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    x = x.transpose(1, 2).contiguous()
+    if x.shape[2] < self.min_len:
+        x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    h = torch.relu(torch.cat([conv(x).max(dim=2).values for conv in self.convs], 1))
+    return self.fc(self.dropout(h))
+
+
 def forward_per_conv_cast(self, ids, lengths):
     """KimCNN.forward before issue 7's two changes: autocast casts the fp32 [B, E, L] input (and its gradient)
     separately for each of the three convs, and ReLU runs over the whole [B, F, L] map before an amax (whose
@@ -246,18 +258,54 @@ def forward_amax(self, ids, lengths):
     return self.fc(self.dropout(h))
 
 
+def forward_textbook(self, ids, lengths):
+    """Kim's CNN as a researcher writes it (for the reference loop, fp32): embed, transpose to [B, E, L], Conv1d,
+    ReLU, max over time."""
+    x = self.embedding(ids).transpose(1, 2)
+    h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
+    return self.fc(self.dropout(h))
+
+
 def with_forward(fn, forward):
-    """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever)."""
-    from ticketkit.models import KimCNN
+    """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever). Every variant
+    here feeds its convolutions [B, E, L], so the convs run as plain nn.Conv1d meanwhile (module calls, so the
+    reference's prune hooks still fire)."""
+    from ticketkit.models import Conv1dNLC, KimCNN
 
     def run():
-        shipped = KimCNN.forward
-        KimCNN.forward = forward
+        shipped = KimCNN.forward, Conv1dNLC.forward
+        KimCNN.forward, Conv1dNLC.forward = forward, torch.nn.Conv1d.forward
         try:
             return fn()
         finally:
-            KimCNN.forward = shipped
+            KimCNN.forward, Conv1dNLC.forward = shipped
     return run
+
+
+def part_textbook(ctx, archs, reps):
+    """The CNN reference loop twice: with ticketkit's KimCNN (as in *throughput*) and with a textbook Kim CNN."""
+    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
+    masks = masks_at("cnn", vocab, 1.0)
+    ref_t = R.padded(train, C.MAX_LEN)
+    ref = lambda: reference_epoch("cnn", vocab, masks, ref_t)  # noqa: E731
+    t = timed({"engine": lambda: engine_epoch("cnn", vocab, masks, train, tiny), "reference": ref,
+               "textbook": with_forward(ref, forward_textbook)}, reps)
+    m = {k: C.med(v) for k, v in t.items()}
+    tok = train.tokens()
+    rows = [["engine (ticketkit.train.train, ticketkit's KimCNN)", f"{m['engine']:.2f}", f"{tok / m['engine']:,.0f}", "1.00x"],
+            ["reference loop, ticketkit's KimCNN (the *throughput* reference)", f"{m['reference']:.2f}",
+             f"{tok / m['reference']:,.0f}", f"**{m['reference'] / m['engine']:.2f}x**"],
+            ["reference loop, textbook Kim CNN (nn.Conv1d on [B, E, L], ReLU, max over time)", f"{m['textbook']:.2f}",
+             f"{tok / m['textbook']:,.0f}", f"**{m['textbook'] / m['engine']:.2f}x**"]]
+    for r in rows:
+        print(r, flush=True)
+    body = C.header("CNN reference with ticketkit's model vs with a textbook model")
+    body += (f"\nOne train epoch over {len(train):,} reviews ({tok:,} real tokens), density 100 %, median seconds of "
+             f"{reps} interleaved repetitions. The reference loop (bench/reference.py: fp32, padded to {C.MAX_LEN}, "
+             f"prune hooks) builds ticketkit's KimCNN, so it shares the model-level speed-ups (max-with-indices "
+             f"pooling, channels-last convolutions); the last row swaps in the forward a researcher would write.\n\n")
+    body += C.table(rows, ["side", "s per epoch", "train tokens/s", "engine speed-up over it"])
+    C.write_section("textbook", body)
 
 
 def part_cnnforward(ctx, archs, reps):
@@ -265,10 +313,13 @@ def part_cnnforward(ctx, archs, reps):
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     masks = masks_at("cnn", vocab, 1.0)
     base = lambda: engine_epoch("cnn", vocab, masks, train, tiny)
-    t = timed({"shipped": base, "amax": with_forward(base, forward_amax),
+    t = timed({"shipped": base, "conv1d": with_forward(base, forward_conv1d), "amax": with_forward(base, forward_amax),
                "per_conv": with_forward(base, forward_per_conv_cast)}, reps)
     m = {k: C.med(v) for k, v in t.items()}
-    rows = [["input cast once, ReLU after max-with-indices pooling (shipped)", f"{m['shipped']:.2f}", "1.00x"],
+    rows = [["[B, L, E] input straight into channels-last 2-D convolutions, input cast once, ReLU after "
+             "max-with-indices pooling (shipped)", f"{m['shipped']:.2f}", "1.00x"],
+            ["transposed to a contiguous [B, E, L] for nn.Conv1d, otherwise the same (session 2)", f"{m['conv1d']:.2f}",
+             f"**{m['conv1d'] / m['shipped']:.2f}x**"],
             ["input cast once, ReLU map + amax", f"{m['amax']:.2f}", f"**{m['amax'] / m['shipped']:.2f}x**"],
             ["each conv casts its input, ReLU map + amax (before issue 7)", f"{m['per_conv']:.2f}",
              f"**{m['per_conv'] / m['shipped']:.2f}x**"]]
@@ -450,33 +501,40 @@ def _worker(args):
 
 
 def part_workers(ctx, archs, reps):
-    """Two independent trainings: 2 processes x 1 thread at once, against 1 process x 2 threads one after another."""
+    """Four independent trainings on this 2-core machine: one after another in 1 process x 2 threads, two at a time
+    in 2 processes x 1 thread, and all four at once in 4 processes x 1 thread (oversubscribed, as a sweep of 2 cells
+    with 2 transfer workers each runs them)."""
     import multiprocessing as mp
     rows = []
     mpc = mp.get_context("spawn")
-    with mpc.Pool(2) as pool:
+    job = lambda arch: (arch, 1, ctx["max_train"])  # noqa: E731
+    with mpc.Pool(2) as two, mpc.Pool(4) as four:
         for arch in archs:
-            par, seq = [], []
-            pool.map(_worker, [(arch, 1, ctx["max_train"])] * 2)  # warm both workers
+            t = {"seq": [], "two": [], "four": []}
+            two.map(_worker, [job(arch)] * 2)  # warm every worker
+            four.map(_worker, [job(arch)] * 4)
             for _ in range(reps):
                 t0 = time.perf_counter()
-                pool.map(_worker, [(arch, 1, ctx["max_train"])] * 2)
-                par.append(time.perf_counter() - t0)
+                for _ in range(4):
+                    _worker((arch, 2, ctx["max_train"]))
+                t["seq"].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                _worker((arch, 2, ctx["max_train"]))
-                _worker((arch, 2, ctx["max_train"]))
-                seq.append(time.perf_counter() - t0)
+                two.map(_worker, [job(arch)] * 4, chunksize=1)
+                t["two"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                four.map(_worker, [job(arch)] * 4, chunksize=1)
+                t["four"].append(time.perf_counter() - t0)
             torch.set_num_threads(2)
-            rows.append([arch, f"{C.med(seq):.2f}", f"{C.med(par):.2f}", f"**{C.med(seq) / C.med(par):.2f}x**"])
+            m = {k: C.med(v) for k, v in t.items()}
+            rows.append([arch, f"{m['seq']:.2f}", f"{m['two']:.2f}", f"{m['four']:.2f}", f"**{m['seq'] / m['two']:.2f}x**",
+                         f"**{m['seq'] / m['four']:.2f}x**", f"{m['two'] / m['four']:.2f}x"])
             print(rows[-1], flush=True)
-    body = C.header("Parallel workers: 2 processes x 1 thread vs 1 process x 2 threads")
-    body += (f"\nTwo independent one-epoch trainings ({len(ctx['train']):,} reviews each, engine defaults), wall time "
-             f"for both. Workers are warm (data loaded from the disk cache, oneDNN primitives built); the time includes "
-             f"loading the cached encoded data in each task. Median of {reps} interleaved repetitions. Caveat: a "
-             f"background training was using the same 2 cores, which hurts the side that wants both cores "
-             f"at once more than the single-threaded pair.\n\n")
-    body += C.table(rows, ["arch", "1 proc x 2 threads, sequential (s)", "2 procs x 1 thread, parallel (s)",
-                           "throughput gain"])
+    body = C.header("Parallel workers: 1 process x 2 threads vs 2 or 4 processes x 1 thread")
+    body += (f"\nFour independent one-epoch trainings ({len(ctx['train']):,} reviews each, engine defaults), wall time "
+             f"for all four. Workers are warm (data loaded from the disk cache, oneDNN primitives built); the time "
+             f"includes loading the cached encoded data in each task. Median of {reps} interleaved repetitions.\n\n")
+    body += C.table(rows, ["arch", "1 proc x 2 threads, 4 in a row (s)", "2 procs x 1 thread (s)", "4 procs x 1 thread (s)",
+                           "2 procs vs sequential", "4 procs vs sequential", "4 procs vs 2 procs"])
     C.write_section("workers", body)
 
 
@@ -501,7 +559,7 @@ def main():
     print(f"{C.device_line()}\ntrain {len(d.train)} reviews, {d.train.tokens():,} tokens "
           f"({ctx['padded_tokens']:,} after bucketing, {len(d.train) * C.MAX_LEN:,} padded to {C.MAX_LEN})", flush=True)
     archs = a.arch.split(",")
-    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "workers": part_workers}
+    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "textbook": part_textbook, "workers": part_workers}
     for w in a.what.split(","):
         parts[w](ctx, archs, reps)
 

@@ -125,7 +125,10 @@ def test_transfer_cli_end_to_end(reference, tiny_data):
         assert 0.0 <= t["test_accuracy"] <= 1.0 and t["epochs"] >= 1 and 1 <= t["best_epoch"] <= t["epochs"]
         # at 100 % with rewinding to init, transferred, random-prune and fresh are one training, recorded thrice
         assert by[("random-prune", 100.0, s)]["test_accuracy"] == by[("transferred", 100.0, s)]["test_accuracy"]
-        assert by[("random-prune", 100.0, s)]["shared_with"].startswith("transferred")
+        assert by[("fresh", 100.0, s)]["test_accuracy"] == by[("transferred", 100.0, s)]["test_accuracy"]
+    # seed 1 trains the dense cell once; at seed 0 (the fresh search's seed) the search already trained it
+    assert by[("random-prune", 100.0, 1)]["shared_with"].startswith("transferred")
+    assert by[("transferred", 100.0, 0)]["shared_with"] == f"{res['fresh']['run']} level 0"
     csv_lines = (rd / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 16 and csv_lines[0].startswith("arm,level_requested_pct,seed")
     md = (rd / "report.md").read_text()
@@ -150,6 +153,35 @@ def test_fresh_arm_starts_from_the_source_init_bit_for_bit(reference, source_sto
     # and it really searched the target: its level-2 mask is not the source's
     assert not all(torch.equal(Ticket.load(level_dirs(fresh)[2]).masks[n], Ticket.load(level_dirs(src)[2]).masks[n])
                    for n in a.masks)
+
+
+def test_cells_the_fresh_search_trained_are_recorded_from_it_and_equal_a_retraining(reference, tiny_data, tmp_path):
+    """At the fresh search's seed, the fresh arm (and the dense cells) are trainings the search already ran: same
+    start, data, settings and seed. They are recorded from it, not trained twice, and retraining one gives exactly
+    the recorded numbers."""
+    from ticketkit.transfer import _Cell, _digest, _train_job, _Transfer
+
+    store, rd, _ = reference
+    res = read_json(rd / "results.json")
+    fresh = store / res["fresh"]["run"]
+    shared = {(r["arm"], r["level"], r["seed"]): r for r in res["rows"] if r.get("shared_with", "").startswith(fresh.name)}
+    assert set(shared) == {("fresh", 100.0, 0), ("fresh", 64.0, 0), ("transferred", 100.0, 0), ("random-prune", 100.0, 0)}
+    assert all(r["seconds"] == 0.0 for r in shared.values())
+    assert shared[("fresh", 64.0, 0)]["shared_with"] == f"{fresh.name} level 2"
+    trained = [r for r in res["rows"] if "shared_with" not in r]
+    assert not any(r["arm"] == "fresh" and r["seed"] == 0 for r in trained)  # no fresh training at the search's seed
+    assert any(r["arm"] == "fresh" and r["seed"] == 1 for r in trained)      # another seed retrains the fresh ticket
+
+    tr = _Transfer(_cfg().validate(), resolve_source(None, store, "yelp2"), Store(store), tiny_data, False, None, None, None)
+    tr.prepare()
+    for cell in (_Cell("fresh", 64.0, 0, 2, {"fresh_dir": level_dirs(fresh)[2]}), _Cell("transferred", 100.0, 0, 0)):
+        masks, start = tr.build(cell)
+        dg = _digest(masks, start)
+        assert dg == shared[cell.key]["digest"]
+        job = {**tr.job(cell, masks, start, dg), "checkpoint": str(tmp_path / f"{cell.arm}.safetensors")}
+        again = _train_job(job, tr.data)
+        assert {k: v for k, v in again.items() if k != "seconds"} == \
+            {k: shared[cell.key][k] for k in again if k != "seconds"}, cell
 
 
 def test_workers_give_identical_results(reference, source_store, tiny_data, tmp_path):

@@ -335,7 +335,7 @@ class _Search:
         row = {"level": level, "density_prunable": dens["prunable"], "density_all": dens["all"],
                "density_nonzero": nonzero_density(model, self.names),
                "val_accuracy": res.val["accuracy"], "val_loss": res.val["loss"],
-               "test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"],
+               "test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"], "test_loss": res.test["loss"],
                "best_epoch": res.best_epoch, "epochs": res.epochs, "seconds": round(res.seconds, 2),
                "layers": dens["layers"]}
         _log(self.progress, f"[{self.rd.name}] level {level}: test accuracy {res.test['accuracy']:.4f} "

@@ -23,6 +23,16 @@ def register_model(name: str):
     return deco
 
 
+class Conv1dNLC(nn.Conv1d):
+    """nn.Conv1d (same parameters, same maths) over [B, L, C] input, run as a 2-D convolution in channels-last
+    memory: [B, L, C] already is that layout, so no transpose copy is made and oneDNN gets its preferred NHWC kernel
+    (bench/RESULTS.md, section "cnnforward"). Returns [B, F, L'] like nn.Conv1d (with channels-last strides).
+    A module rather than a bare F.conv2d call so that forward hooks (torch.nn.utils.prune) still fire."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x.unsqueeze(1).permute(0, 3, 1, 2), self.weight.unsqueeze(2), self.bias).squeeze(2)
+
+
 class KimCNN(nn.Module):
     """Kim (2014): embedding, parallel convolutions of widths 3/4/5, max-over-time pooling, dropout, linear."""
 
@@ -30,7 +40,7 @@ class KimCNN(nn.Module):
                  dropout: float = 0.5, num_classes: int = 2, **_):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, num_filters, w) for w in filter_widths)
+        self.convs = nn.ModuleList(Conv1dNLC(embed_dim, num_filters, w) for w in filter_widths)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_filters * len(filter_widths), num_classes)
         self.min_len = max(filter_widths)
@@ -50,9 +60,8 @@ class KimCNN(nn.Module):
         # on its own, and cast its gradient back; doing both once here is cheaper (bench/RESULTS.md, section "cnnforward").
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
-        x = x.transpose(1, 2).contiguous()  # [B, E, L]
-        if x.shape[2] < self.min_len:  # a batch of very short reviews: pad so every filter fits
-            x = F.pad(x, (0, self.min_len - x.shape[2]))
+        if x.shape[1] < self.min_len:  # a batch of very short reviews: pad so every filter fits
+            x = F.pad(x, (0, 0, 0, self.min_len - x.shape[1]))  # x is [B, L, E]: the convs take it as it is
         # Max over time includes padded positions; their embedding row is zero, as in Kim's implementation.
         # relu(max(.)) == max(relu(.)) since relu is monotone, so ReLU runs on [B, F] instead of [B, F, L]; and
         # max with indices back-propagates by a gather where amax compares the whole map (1.10x an epoch, same section).

@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import dataclasses
 import hashlib
 import multiprocessing
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -400,21 +401,29 @@ def _key(row: dict) -> tuple:
 _W: dict = {}
 
 
-def _worker_init(data_file: str, stop_event) -> None:
+def _worker_init(stop_event) -> None:
     import signal
-
-    from safetensors.torch import load_file
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into stop_event: finish the epoch, stop
     torch.set_num_threads(1)
-    t = load_file(data_file)
-    _W["data"] = {k: Encoded(t[f"{k}.ids"], t[f"{k}.lengths"], t[f"{k}.labels"]) for k in ("train", "val", "test")}
     _W["stop"] = stop_event.is_set
+
+
+def _worker_data(data_file: str) -> dict:
+    """The encoded target splits, read once per worker from the file the parent wrote (the pool is started before
+    that file exists, so spawning the workers overlaps with preparing the data)."""
+    if _W.get("data_file") != data_file:
+        from safetensors.torch import load_file
+
+        t = load_file(data_file)
+        _W["data"] = {k: Encoded(t[f"{k}.ids"], t[f"{k}.lengths"], t[f"{k}.labels"]) for k in ("train", "val", "test")}
+        _W["data_file"] = data_file
+    return _W["data"]
 
 
 def _train_job(job: dict, data: dict | None = None, stop_flag=None, progress: bool = False, device=None) -> dict:
     """One training: the model from `job`'s starting weights under its masks, on the target data, seed job['seed']."""
-    data = data or _W["data"]
+    data = data or _worker_data(job["data_file"])
     stop_flag = stop_flag or _W.get("stop")
     hp = ModelHparams(**job["model"])
     model = create_model(hp.arch, job["vocab_size"], seed=None, **model_kwargs(hp))
@@ -553,13 +562,19 @@ class _Transfer:
                 return TransferRun(rd)
             res["status"] = "running"
             self.res = res
-            _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
-            info = self.prepare()
-            res.update(info)
-            write_json(rp, res)
-            _log(self.progress, f"[{self.name}] OOV rate of {cfg.target} under the {self.src.dataset} vocabulary: "
-                                f"{info['oov_rate']:.2%}")
-            self.execute(plan)
+            self.pool = self._start_pool() if cfg.workers > 1 and not self._stacked_on() else None
+            try:
+                _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
+                info = self.prepare()
+                res.update(info)
+                write_json(rp, res)
+                _log(self.progress, f"[{self.name}] OOV rate of {cfg.target} under the {self.src.dataset} vocabulary: "
+                                    f"{info['oov_rate']:.2%}")
+                self.execute(plan)
+            finally:
+                if self.pool is not None:
+                    self.stop_event.set()  # a no-op after a clean finish; else workers checkpoint their epoch and stop
+                    self.pool.shutdown(wait=False, cancel_futures=True)
             res["status"] = "complete"
             res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             write_json(rp, res)
@@ -605,29 +620,45 @@ class _Transfer:
         self.by_digest = {(r["digest"], r["seed"]): r for r in self.res["rows"] if "shared_with" not in r}
         queue = [c for c in self.cells(plan) if c.key not in done]
         fresh_cfg = self.fresh_config(plan) if cfg.fresh else None
+        # Cells that are the fresh search's own dense training wait for it instead of training it a second time.
+        queue, waiting = self._split_dense(queue, fresh_cfg)
         self.res["stacked_arms"] = self.stacked()
         if self.res["stacked_arms"]:
             # The fresh search first, so a level's fresh arm can train in one stacked model with the others.
             if fresh_cfg is not None:
-                queue += self._after_fresh(plan, self._fresh_serial(fresh_cfg), done)
+                queue += waiting + self._after_fresh(plan, self._fresh_serial(fresh_cfg), done)
             self.together(queue)
             return
         if cfg.workers == 1:
             self.serial(queue)
             if fresh_cfg is not None:  # the costliest arm last, so the others are saved first
-                self.serial(self._after_fresh(plan, self._fresh_serial(fresh_cfg), done))
+                self.serial(waiting + self._after_fresh(plan, self._fresh_serial(fresh_cfg), done))
             return
-        self.parallel(queue, plan, fresh_cfg, done)
+        self.parallel(queue, plan, fresh_cfg, done, waiting)
 
-    def stacked(self) -> bool:
-        """Whether the arms of a level train as one stacked model: "auto" means on an accelerator only."""
+    def _split_dense(self, queue: list[_Cell], fresh_cfg) -> tuple[list[_Cell], list[_Cell]]:
+        """(cells to train now, cells whose training is the fresh search's level 0: the source's dense start, the
+        fresh search's seed). The fresh search trains that level anyway; they are recorded from it afterwards."""
+        if fresh_cfg is None:
+            return queue, []
+        init, masks, _ = self.src.weights(self.src.levels[0])
+        d0 = _digest(masks, init)
+        waiting = [c for c in queue if c.seed == fresh_cfg.seed and c.source_level == self.src.levels[0].index
+                   and _digest(*self.build(c)) == d0]
+        return [c for c in queue if c not in waiting], waiting
+
+    def _stacked_on(self) -> bool:
         from .train import default_device
 
         dev = torch.device(self.device) if self.device is not None else default_device()
-        on = self.cfg.batch_arms == "yes" or (self.cfg.batch_arms == "auto" and dev.type != "cpu")
+        return self.cfg.batch_arms == "yes" or (self.cfg.batch_arms == "auto" and dev.type != "cpu")
+
+    def stacked(self) -> bool:
+        """Whether the arms of a level train as one stacked model: "auto" means on an accelerator only."""
+        on = self._stacked_on()
         if on and self.cfg.workers > 1:
             _log(self.progress, f"[{self.name}] arms of a level train as one stacked model in this process "
-                                f"(batch_arms={self.cfg.batch_arms} on {dev.type}); workers={self.cfg.workers} is not used")
+                                f"(batch_arms={self.cfg.batch_arms}); workers={self.cfg.workers} is not used")
         return on
 
     def together(self, queue: list[_Cell]) -> None:
@@ -671,7 +702,8 @@ class _Transfer:
         row = self.by_digest.get((dg, cell.seed))
         if row is None:
             return False
-        self.record(cell, masks, start, dg, _metrics(row), shared_with=f"{row['arm']}@{float(row['level']):g}")
+        self.record(cell, masks, start, dg, _metrics(row),
+                    shared_with=row.get("label") or f"{row['arm']}@{float(row['level']):g}")
         return True
 
     def serial(self, queue: list[_Cell]) -> None:
@@ -684,7 +716,7 @@ class _Transfer:
             self.record(cell, masks, start, dg, m)
             self.by_digest[(dg, cell.seed)] = {**m, "arm": cell.arm, "level": cell.level}
 
-    def parallel(self, queue: list[_Cell], plan: list[dict], fresh_cfg, done: dict) -> None:
+    def parallel(self, queue: list[_Cell], plan: list[dict], fresh_cfg, done: dict, waiting=()) -> None:
         """Independent trainings in `workers` spawned processes, one thread each (the fresh search takes one of
         them while the others train cells). The parent alone writes results.json."""
         from safetensors.torch import save_file
@@ -692,10 +724,7 @@ class _Transfer:
         data_file = self.store.cache / "transfer" / f"{self.name}.safetensors"
         t = {f"{k}.{a}": getattr(e, a).contiguous() for k, e in self.data.items() for a in ("ids", "lengths", "labels")}
         write_with(data_file, lambda p: save_file(t, str(p)))
-        ctx = multiprocessing.get_context("spawn")
-        stop_event = ctx.Event()
-        pool = cf.ProcessPoolExecutor(self.cfg.workers, mp_context=ctx, initializer=_worker_init,
-                                      initargs=(str(data_file), stop_event))
+        pool, stop_event = self.pool, self.stop_event
         inflight: dict = {}  # future -> (digest, seed), or None for the fresh search
         members: dict = {}   # (digest, seed) -> [(cell, masks, start)] waiting on that training
         try:
@@ -715,13 +744,14 @@ class _Transfer:
                     if (dg, cell.seed) in members:
                         members[(dg, cell.seed)].append((cell, masks, start))
                         continue
-                    inflight[pool.submit(_train_job, self.job(cell, masks, start, dg))] = (dg, cell.seed)
+                    job = {**self.job(cell, masks, start, dg), "data_file": str(data_file)}
+                    inflight[pool.submit(_train_job, job)] = (dg, cell.seed)
                     members[(dg, cell.seed)] = [(cell, masks, start)]
                 finished, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
                     key = inflight.pop(fut)
                     if key is None:
-                        queue += self._after_fresh(plan, Run(Path(fut.result())), done)
+                        queue += [*waiting, *self._after_fresh(plan, Run(Path(fut.result())), done)]
                     else:
                         self._finish(key, members.pop(key), fut.result())
                 if self.stop_flag is not None and self.stop_flag():
@@ -740,6 +770,17 @@ class _Transfer:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+
+    def _start_pool(self):
+        """`workers` spawned processes, one thread each, started now so that their start-up (a Python and torch
+        import each) overlaps with preparing the target data in this process."""
+        ctx = multiprocessing.get_context("spawn")
+        self.stop_event = ctx.Event()
+        pool = cf.ProcessPoolExecutor(self.cfg.workers, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(self.stop_event,))
+        for _ in range(self.cfg.workers):
+            pool.submit(os.getpid)  # a process is spawned per submitted task while none is idle
+        return pool
 
     def _finish(self, key: tuple, group: list, metrics: dict) -> None:
         first = group[0][0]
@@ -763,7 +804,26 @@ class _Transfer:
                   f"(different torch version?); the fresh arm is not a same-init comparison", file=sys.stderr)
         self.res["fresh"] = {"run": fresh.path.name, "path": str(fresh.path), "same_init": same,
                              "config": fresh.info.get("config")}
+        self._register_search(fresh)
         return [c for c in self.fresh_cells(plan, fresh) if c.key not in done]
+
+    def _register_search(self, fresh: Run) -> None:
+        """Each level the fresh search trained is a finished training: same target data, training settings and
+        seed as a transfer cell, so a cell with the same start (the fresh arm at the search's seed, and the dense
+        cells) is recorded from it rather than trained again (measured bit-identical when it was retrained)."""
+        cfg = fresh.info.get("config", {})
+        data = fresh.info.get("data", {})
+        keys = ("tokenizer_sha256", "train_fingerprint", "val_fingerprint", "test_fingerprint")
+        if cfg.get("train") != dataclasses.asdict(self.cfg.train) or any(data.get(k) != self.res["data"].get(k) for k in keys):
+            return  # not the same training (an older or hand-made run): its levels are retrained
+        for j, d in enumerate(fresh.ticket_paths()):
+            t = Ticket.load(d)
+            start = t.init if j == 0 else t.rewind  # level 0 trains from init; its ticket's rewind may be epoch k
+            row = t.config["summary"]
+            if "test_loss" not in row:
+                continue  # found before ticketkit recorded it: retrain rather than leave a metric out
+            self.by_digest.setdefault((_digest(t.masks, start), int(cfg["seed"])),
+                                      {**_metrics(row), "arm": "fresh", "level": j, "label": f"{fresh.path.name} level {j}"})
 
 
 def _metrics(row: dict) -> dict:
