@@ -266,7 +266,9 @@ def part_parity(ctx, archs, reps):
                      "yes" if -0.3 <= m - half and m + half <= 0.3 else "no",
                      f"{statistics.mean(r_s) / statistics.mean(e_s):.2f}x"])
         print(rows[-1], flush=True)
-        body = header("GPU: accuracy parity, engine (bf16) vs the fp32 reference, many seeds")
+        cpu = DEV.type == "cpu"  # the one part whose CPU run is a measurement, not a dry run: it has its own section
+        title = f"{'CPU' if cpu else 'GPU'}: accuracy parity, engine (bf16) vs the fp32 reference, many seeds"
+        body = C.header(title) if cpu else header(title)
         body += (f"\nEach seed: the same init (create_model seed), the same {len(d.train):,}/{len(d.val):,}/{len(d.test):,} "
                  f"IMDB train/validation/test reviews, the same training seed; {epochs} epochs, test at the best validation "
                  f"loss. The engine's batches are length-bucketed, the reference's are not, so the data order differs as "
@@ -274,7 +276,7 @@ def part_parity(ctx, archs, reps):
         body += C.table(rows, ["arch", "seeds", "engine mean acc", "reference mean acc", "mean gap (points)", "sd of gap",
                                "95 % interval", "inside +-0.3?", "time ratio ref/engine"])
         body += "\n\nTarget: test accuracy within 0.3 points of the fp32 reference on the same data and seed.\n"
-        C.write_section("gpu-parity", body)
+        C.write_section("cpu-parity" if cpu else "gpu-parity", body)
 
 
 def part_find(ctx, archs, reps):
@@ -314,7 +316,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--device", default="cuda", help="cpu only to dry-run this script; CPU figures come from bench_engine.py")
+    ap.add_argument("--device", default="cuda", help="cpu: dry-runs this script, except --what parity, which is measured on the CPU too (section cpu-parity); other CPU figures come from bench_engine.py")
     a = ap.parse_args()
     global DEV
     DEV = torch.device(a.device)
