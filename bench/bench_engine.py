@@ -75,6 +75,24 @@ def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True, device=torc
     return C.sync_time(lambda: R.train_epoch(model, opt, tensors, C.BATCH, torch.Generator().manual_seed(0)), device)
 
 
+def eval_pair(arch, vocab, masks, test, ref_test, amp, reps, device=torch.device("cpu")) -> tuple[float, float]:
+    """Median seconds of one evaluation of `test`: the engine's `evaluate` at batch 512 (inference_mode, bucketing,
+    `amp`) vs the reference's at batch 64 (no_grad, prune hooks, `ref_test` padded and on `device`)."""
+    me = create_model(arch, vocab, seed=0).to(device)
+    T.Masker(me, masks).weights()
+    mr = create_model(arch, vocab, seed=0).to(device)
+    R.attach_masks(mr, {k: v.to(device) for k, v in masks.items()})
+    t = timed({"e": lambda: C.sync_time(lambda: T.evaluate(me, test, 512, device, amp), device),
+               "r": lambda: C.sync_time(lambda: R.evaluate(mr, ref_test, C.BATCH), device)}, reps)
+    return C.med(t["e"]), C.med(t["r"])
+
+
+def speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er) -> list[str]:
+    """A throughput table row: train then eval tokens/s, reference and engine, and the engine's speed-up."""
+    return [arch, f"{dens:.0%}", f"{tr_tok / r:,.0f}", f"{tr_tok / e:,.0f}", f"**{r / e:.2f}x**",
+            f"{te_tok / er:,.0f}", f"{te_tok / ee:,.0f}", f"**{er / ee:.2f}x**"]
+
+
 def timed(fns: dict, reps: int) -> dict[str, list[float]]:
     """Round-robin; each callable returns its own elapsed seconds (setup outside the timed region)."""
     for f in fns.values():  # warm-up: oneDNN builds its primitives (cuDNN picks its kernels) per shape on first use
@@ -95,33 +113,18 @@ def part_throughput(ctx, archs, reps):
     rows, mfu_rows = [], []
     gemm = {"fp32": [], "bf16": []}
     amp = T.resolve_precision("auto", torch.device("cpu"))
+    ref_t, ref_test = R.padded(train, C.MAX_LEN), R.padded(test, C.MAX_LEN)
     for arch in archs:
         for dens in (1.0, 0.01):
             masks = masks_at(arch, vocab, dens)
-            ref_t = R.padded(train, C.MAX_LEN)
             fns = {"engine": lambda: engine_epoch(arch, vocab, masks, train, tiny),
                    "reference": lambda: reference_epoch(arch, vocab, masks, ref_t),
                    "gemm_fp32": lambda: gemm["fp32"].append(gemm_flops(torch.float32)) or 0.0,
                    "gemm_bf16": lambda: gemm["bf16"].append(gemm_flops(torch.bfloat16)) or 0.0}
             t = timed(fns, reps)
             e, r = C.med(t["engine"]), C.med(t["reference"])
-            # evaluation: engine at batch 512 (inference_mode, bf16, bucketing) vs reference at 64 (no_grad, hooks)
-            model_e = create_model(arch, vocab, seed=0)
-            T.Masker(model_e, masks).weights()
-            model_r = create_model(arch, vocab, seed=0)
-            R.attach_masks(model_r, masks)
-            ref_test = R.padded(test, C.MAX_LEN)
-            dev = torch.device("cpu")
-
-            def ev_e():
-                t0 = time.perf_counter(); T.evaluate(model_e, test, 512, dev, amp); return time.perf_counter() - t0
-
-            def ev_r():
-                t0 = time.perf_counter(); R.evaluate(model_r, ref_test, C.BATCH); return time.perf_counter() - t0
-            te = timed({"e": ev_e, "r": ev_r}, reps)
-            ee, er = C.med(te["e"]), C.med(te["r"])
-            rows.append([arch, f"{dens:.0%}", f"{tr_tok / r:,.0f}", f"{tr_tok / e:,.0f}", f"**{r / e:.2f}x**",
-                         f"{te_tok / er:,.0f}", f"{te_tok / ee:,.0f}", f"**{er / ee:.2f}x**"])
+            ee, er = eval_pair(arch, vocab, masks, test, ref_test, amp, reps)
+            rows.append(speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er))
             print(rows[-1], flush=True)
             if dens == 1.0:
                 fpt = flops_per_token(arch)
@@ -196,7 +199,7 @@ def with_patch(fn, **kw):
 
 
 def part_masking(ctx, archs, reps):
-    d, vocab, train, tiny = ctx["data"], ctx["vocab"], ctx["train"], ctx["tiny"]
+    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     rows = []
     for arch in archs:
         ones = masks_at(arch, vocab, 1.0)
@@ -223,14 +226,21 @@ def part_masking(ctx, archs, reps):
     C.write_section("masking", body)
 
 
-def forward_conv1d(self, ids, lengths):
-    """KimCNN.forward of session 2: the input cast once and transposed to a contiguous [B, E, L] for nn.Conv1d."""
+def _bel_input(self, ids, cast_once: bool):
+    """The [B, E, L] convolution input of the older CNN forwards, padded so every filter fits. cast_once: cast to
+    the autocast dtype here and make it contiguous (session 2); else the transposed view, cast by each conv."""
     x = self.embedding(ids)
-    if torch.is_autocast_enabled(x.device.type):
+    if cast_once and torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))
-    x = x.transpose(1, 2).contiguous()
+    x = x.transpose(1, 2).contiguous() if cast_once else x.transpose(1, 2)
     if x.shape[2] < self.min_len:
         x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    return x
+
+
+def forward_conv1d(self, ids, lengths):
+    """KimCNN.forward of session 2: the input cast once and transposed to a contiguous [B, E, L] for nn.Conv1d."""
+    x = _bel_input(self, ids, cast_once=True)
     h = torch.relu(torch.cat([conv(x).max(dim=2).values for conv in self.convs], 1))
     return self.fc(self.dropout(h))
 
@@ -239,21 +249,14 @@ def forward_per_conv_cast(self, ids, lengths):
     """KimCNN.forward before issue 7's two changes: autocast casts the fp32 [B, E, L] input (and its gradient)
     separately for each of the three convs, and ReLU runs over the whole [B, F, L] map before an amax (whose
     backward compares the whole map)."""
-    x = self.embedding(ids).transpose(1, 2)
-    if x.shape[2] < self.min_len:
-        x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    x = _bel_input(self, ids, cast_once=False)
     h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
     return self.fc(self.dropout(h))
 
 
 def forward_amax(self, ids, lengths):
     """The first change only: the input cast once, pooling still ReLU map + amax."""
-    x = self.embedding(ids)
-    if torch.is_autocast_enabled(x.device.type):
-        x = x.to(torch.get_autocast_dtype(x.device.type))
-    x = x.transpose(1, 2).contiguous()
-    if x.shape[2] < self.min_len:
-        x = torch.nn.functional.pad(x, (0, self.min_len - x.shape[2]))
+    x = _bel_input(self, ids, cast_once=True)
     h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
     return self.fc(self.dropout(h))
 

@@ -93,15 +93,8 @@ def part_throughput(ctx, archs, reps):
                        "gemm_bf16": lambda: gemm["bf16"].append(gemm_flops(torch.bfloat16)) or 0.0,
                        "gemm_tf32": lambda: gemm["tf32"].append(gemm_flops(torch.float32, tf32=True)) or 0.0}, reps)
             e, r = C.med(t["engine"]), C.med(t["reference"])
-            me = create_model(arch, vocab, seed=0).to(DEV)
-            T.Masker(me, masks).weights()
-            mr = create_model(arch, vocab, seed=0).to(DEV)
-            R.attach_masks(mr, {k: v.to(DEV) for k, v in masks.items()})
-            te = timed({"e": lambda: sync_time(lambda: T.evaluate(me, test, 512, DEV, amp)),
-                        "r": lambda: sync_time(lambda: R.evaluate(mr, ref_te, C.BATCH))}, reps)
-            ee, er = C.med(te["e"]), C.med(te["r"])
-            rows.append([arch, f"{dens:.0%}", f"{tr_tok / r:,.0f}", f"{tr_tok / e:,.0f}", f"**{r / e:.2f}x**",
-                         f"{te_tok / er:,.0f}", f"{te_tok / ee:,.0f}", f"**{er / ee:.2f}x**"])
+            ee, er = E.eval_pair(arch, vocab, masks, test, ref_te, amp, reps, DEV)
+            rows.append(E.speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er))
             print(rows[-1], flush=True)
             if dens == 1.0:
                 fpt = flops_per_token(arch)
@@ -121,8 +114,8 @@ def part_throughput(ctx, archs, reps):
     body += C.table(rows, ["arch", "density", "ref train tok/s", "engine train tok/s", "train speed-up",
                            "ref eval tok/s", "engine eval tok/s", "eval speed-up"])
     body += "\n\n#" + header("GPU: model FLOP utilisation")
-    body += (f"\nFLOPs per token as in the CPU section 'mfu'; peak = an 8192^3 GEMM of the dtype on this GPU in the same "
-             f"run (fp32 without TF32, as the reference runs).\n\n")
+    body += ("\nFLOPs per token as in the CPU section 'mfu'; peak = an 8192^3 GEMM of the dtype on this GPU in the same "
+             "run (fp32 without TF32, as the reference runs).\n\n")
     body += C.table(mfu, ["arch", "loop", "achieved TFLOP/s (real tokens)", "same-run GEMM TFLOP/s", "MFU",
                           "MFU executed"])
     body += ("\n\nAt batch 64 these models are far too small to fill an H100: a step is a few hundred small kernels, "
