@@ -562,7 +562,8 @@ class _Transfer:
                 return TransferRun(rd)
             res["status"] = "running"
             self.res = res
-            self.pool = self._start_pool() if cfg.workers > 1 and not self._stacked_on() else None
+            self.stacked_on = self.stacked()
+            self.pool = self._start_pool() if cfg.workers > 1 and not self.stacked_on else None
             try:
                 _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
                 info = self.prepare()
@@ -622,8 +623,8 @@ class _Transfer:
         fresh_cfg = self.fresh_config(plan) if cfg.fresh else None
         # Cells that are the fresh search's own dense training wait for it instead of training it a second time.
         queue, waiting = self._split_dense(queue, fresh_cfg)
-        self.res["stacked_arms"] = self.stacked()
-        if self.res["stacked_arms"]:
+        self.res["stacked_arms"] = self.stacked_on
+        if self.stacked_on:
             # The fresh search first, so a level's fresh arm can train in one stacked model with the others.
             if fresh_cfg is not None:
                 queue += waiting + self._after_fresh(plan, self._fresh_serial(fresh_cfg), done)
@@ -647,15 +648,12 @@ class _Transfer:
                    and _digest(*self.build(c)) == d0]
         return [c for c in queue if c not in waiting], waiting
 
-    def _stacked_on(self) -> bool:
+    def stacked(self) -> bool:
+        """Whether the arms of a level train as one stacked model: "auto" means on an accelerator only."""
         from .train import default_device
 
         dev = torch.device(self.device) if self.device is not None else default_device()
-        return self.cfg.batch_arms == "yes" or (self.cfg.batch_arms == "auto" and dev.type != "cpu")
-
-    def stacked(self) -> bool:
-        """Whether the arms of a level train as one stacked model: "auto" means on an accelerator only."""
-        on = self._stacked_on()
+        on = self.cfg.batch_arms == "yes" or (self.cfg.batch_arms == "auto" and dev.type != "cpu")
         if on and self.cfg.workers > 1:
             _log(self.progress, f"[{self.name}] arms of a level train as one stacked model in this process "
                                 f"(batch_arms={self.cfg.batch_arms}); workers={self.cfg.workers} is not used")
@@ -804,10 +802,10 @@ class _Transfer:
                   f"(different torch version?); the fresh arm is not a same-init comparison", file=sys.stderr)
         self.res["fresh"] = {"run": fresh.path.name, "path": str(fresh.path), "same_init": same,
                              "config": fresh.info.get("config")}
-        self._register_search(fresh)
+        self._register_search(fresh, t0)
         return [c for c in self.fresh_cells(plan, fresh) if c.key not in done]
 
-    def _register_search(self, fresh: Run) -> None:
+    def _register_search(self, fresh: Run, level0: Ticket) -> None:
         """Each level the fresh search trained is a finished training: same target data, training settings and
         seed as a transfer cell, so a cell with the same start (the fresh arm at the search's seed, and the dense
         cells) is recorded from it rather than trained again (measured bit-identical when it was retrained)."""
@@ -817,7 +815,7 @@ class _Transfer:
         if cfg.get("train") != dataclasses.asdict(self.cfg.train) or any(data.get(k) != self.res["data"].get(k) for k in keys):
             return  # not the same training (an older or hand-made run): its levels are retrained
         for j, d in enumerate(fresh.ticket_paths()):
-            t = Ticket.load(d)
+            t = level0 if j == 0 else Ticket.load(d)  # level 0 was loaded (and verified) for the same-init check
             start = t.init if j == 0 else t.rewind  # level 0 trains from init; its ticket's rewind may be epoch k
             row = t.config["summary"]
             if "test_loss" not in row:
