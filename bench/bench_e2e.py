@@ -59,7 +59,7 @@ def parity(arch: str, seed: int, max_train: int, max_test: int, epochs: int, ord
                          "seconds": time.perf_counter() - t, "history": res.history}
 
     def run_reference():
-        model = create_model(arch, vocab, seed=seed)
+        model = R.create(arch, vocab, seed)
         R.attach_masks(model, {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool)
                                for n in prunable_names(model)})
         ts = [R.padded(x, C.MAX_LEN) for x in (d.train, d.val, d.test)]

@@ -37,6 +37,15 @@ def masks_at(arch: str, vocab: int, density: float, seed: int = 0) -> dict[str, 
     return full if density >= 1 else prune(w, full, 1 - density, "local")
 
 
+def masks_one_pruned(arch: str, vocab: int) -> dict[str, torch.Tensor]:
+    """Every prunable weight masked, one entry per layer pruned: the arithmetic of a dense model, but no layer is
+    all ones (the engine skips all-ones masks, section *engine-steps*), so every mask op runs."""
+    out = masks_at(arch, vocab, 1.0)
+    for m in out.values():
+        m.view(-1)[0] = False
+    return out
+
+
 def flops_per_token(arch: str, E: int = 128, F: int = 100, widths=(3, 4, 5), H: int = 128) -> int:
     """Training FLOPs per token: the matmul work of the forward pass x3 (backward = grad input + grad weight).
     CNN: a conv of width w costs 2*E*F*w per output position; LSTM: 2*4H*(E+H) per step. The embedding is a
@@ -65,9 +74,11 @@ def engine_epoch(arch, vocab, masks, train, tiny, device=torch.device("cpu"), **
                                        progress=False), device)
 
 
-def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True, device=torch.device("cpu")) -> float:
-    """One epoch of bench/reference.py's loop; `tensors` must already be on `device`."""
-    model = create_model(arch, vocab, seed=0).to(device)
+def reference_epoch(arch, vocab, masks, tensors, hooks: bool = True, device=torch.device("cpu"),
+                    textbook: bool = True) -> float:
+    """One epoch of bench/reference.py's loop; `tensors` must already be on `device`. textbook=False: the reference
+    loop around ticketkit's own KimCNN forward (see reference.create)."""
+    model = R.create(arch, vocab, 0, textbook=textbook).to(device)
     if hooks:
         R.attach_masks(model, {k: v.to(device) for k, v in masks.items()})
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
@@ -80,17 +91,19 @@ def eval_pair(arch, vocab, masks, test, ref_test, amp, reps, device=torch.device
     `amp`) vs the reference's at batch 64 (no_grad, prune hooks, `ref_test` padded and on `device`)."""
     me = create_model(arch, vocab, seed=0).to(device)
     T.Masker(me, masks).weights()
-    mr = create_model(arch, vocab, seed=0).to(device)
+    mr = R.create(arch, vocab, 0).to(device)
     R.attach_masks(mr, {k: v.to(device) for k, v in masks.items()})
     t = timed({"e": lambda: C.sync_time(lambda: T.evaluate(me, test, 512, device, amp), device),
                "r": lambda: C.sync_time(lambda: R.evaluate(mr, ref_test, C.BATCH), device)}, reps)
     return C.med(t["e"]), C.med(t["r"])
 
 
-def speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er) -> list[str]:
-    """A throughput table row: train then eval tokens/s, reference and engine, and the engine's speed-up."""
-    return [arch, f"{dens:.0%}", f"{tr_tok / r:,.0f}", f"{tr_tok / e:,.0f}", f"**{r / e:.2f}x**",
-            f"{te_tok / er:,.0f}", f"{te_tok / ee:,.0f}", f"**{er / ee:.2f}x**"]
+def speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er, model: str | None = None) -> list[str]:
+    """A throughput table row: train then eval tokens/s, reference and engine, and the engine's speed-up (eval
+    columns '-' where ee/er are None); `model` names the reference's model in a column of its own."""
+    ev = ["-", "-", "-"] if ee is None else [f"{te_tok / er:,.0f}", f"{te_tok / ee:,.0f}", f"**{er / ee:.2f}x**"]
+    return [arch, f"{dens:.0%}", *([model] if model else []), f"{tr_tok / r:,.0f}", f"{tr_tok / e:,.0f}",
+            f"**{r / e:.2f}x**", *ev]
 
 
 def timed(fns: dict, reps: int) -> dict[str, list[float]]:
@@ -121,11 +134,17 @@ def part_throughput(ctx, archs, reps):
                    "reference": lambda: reference_epoch(arch, vocab, masks, ref_t),
                    "gemm_fp32": lambda: gemm["fp32"].append(gemm_flops(torch.float32)) or 0.0,
                    "gemm_bf16": lambda: gemm["bf16"].append(gemm_flops(torch.bfloat16)) or 0.0}
+            if arch == "cnn":  # the reference loop once more around ticketkit's own KimCNN forward
+                fns["shared"] = lambda: reference_epoch(arch, vocab, masks, ref_t, textbook=False)
             t = timed(fns, reps)
             e, r = C.med(t["engine"]), C.med(t["reference"])
             ee, er = eval_pair(arch, vocab, masks, test, ref_test, amp, reps)
-            rows.append(speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er))
-            print(rows[-1], flush=True)
+            rows.append(speed_row(arch, dens, tr_tok, te_tok, e, r, ee, er,
+                                  "textbook Kim CNN" if arch == "cnn" else "ticketkit's (= textbook)"))
+            if "shared" in t:
+                rows.append(speed_row(arch, dens, tr_tok, te_tok, e, C.med(t["shared"]), None, None,
+                                      "ticketkit's KimCNN"))
+            print(rows[-1 - ("shared" in t):], flush=True)
             if dens == 1.0:
                 fpt = flops_per_token(arch)
                 pad_tok = ctx["padded_tokens"]
@@ -144,12 +163,16 @@ def part_throughput(ctx, archs, reps):
     body += (f"\nTrain: one epoch over {len(train):,} IMDB reviews ({tr_tok:,} real tokens, max_len {C.MAX_LEN}, "
              f"vocab {vocab:,}, embed 128, batch {C.BATCH}), `ticketkit.train.train` (bucketing, "
              f"{'bf16 autocast' if amp else 'fp32'}, fused Adam, foreach masking) vs `bench/reference.py` (fp32, "
-             f"padded to {C.MAX_LEN}, Adam defaults, `torch.nn.utils.prune` hooks). Eval: {len(test):,} test reviews "
+             f"padded to {C.MAX_LEN}, Adam defaults, `torch.nn.utils.prune` hooks). The reference's CNN is the "
+             f"tutorials' Kim CNN (`reference.forward_textbook`: nn.Conv1d on [B, E, L], ReLU, max_pool1d) on "
+             f"ticketkit's parameters and init; a second CNN row runs the same loop around ticketkit's own KimCNN "
+             f"forward (channels-last convolutions, pooling before ReLU), which credits the model-level speed-ups to "
+             f"both sides. The LSTM classifier is the same in both. Eval: {len(test):,} test reviews "
              f"({te_tok:,} tokens), engine `evaluate` at batch 512 vs reference at batch {C.BATCH}. "
              f"Density 1 % = per-layer magnitude masks on the init weights, the same masks for both. "
              f"Tokens/s count real tokens only. Median of {reps} interleaved repetitions after a warm-up.\n\n")
-    body += C.table(rows, ["arch", "density", "ref train tok/s", "engine train tok/s", "train speed-up",
-                           "ref eval tok/s", "engine eval tok/s", "eval speed-up"])
+    body += C.table(rows, ["arch", "density", "reference model", "ref train tok/s", "engine train tok/s",
+                           "train speed-up", "ref eval tok/s", "engine eval tok/s", "eval speed-up"])
     body += "\n\nTarget: engine trains >= 2.5x the reference's tokens/s on CNN and LSTM.\n"
     C.write_section("throughput", body)
     mb = C.header("Model FLOP utilisation (MFU)")
@@ -202,7 +225,7 @@ def part_masking(ctx, archs, reps):
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     rows = []
     for arch in archs:
-        ones = masks_at(arch, vocab, 1.0)
+        ones = masks_one_pruned(arch, vocab)
         ref_t = R.padded(train, C.MAX_LEN)
         t = timed({"none": lambda: engine_epoch(arch, vocab, None, train, tiny),
                    "foreach": lambda: engine_epoch(arch, vocab, ones, train, tiny),
@@ -218,8 +241,9 @@ def part_masking(ctx, archs, reps):
                      f"{m['ref_hooks'] / m['ref_plain'] - 1:+.1%}"])
         print(rows[-3:], flush=True)
     body = C.header("Masking cost")
-    body += (f"\nOne train epoch ({len(train):,} reviews) with all-ones masks on every prunable weight against the same "
-             f"epoch with no masks at all (same arithmetic otherwise). Median seconds of {reps} interleaved "
+    body += (f"\nOne train epoch ({len(train):,} reviews) with a mask on every prunable weight (one entry per layer "
+             f"pruned, so the engine cannot skip a layer as all ones) against the same epoch with no masks at all "
+             f"(same arithmetic otherwise). Median seconds of {reps} interleaved "
              f"repetitions.\n\n")
     body += C.table(rows, ["arch", "how masks are applied", "s without masks", "s with masks", "cost"])
     body += "\n\nTarget: masking costs <= 3 % of a step.\n"
@@ -261,14 +285,6 @@ def forward_amax(self, ids, lengths):
     return self.fc(self.dropout(h))
 
 
-def forward_textbook(self, ids, lengths):
-    """Kim's CNN as a researcher writes it (for the reference loop, fp32): embed, transpose to [B, E, L], Conv1d,
-    ReLU, max over time."""
-    x = self.embedding(ids).transpose(1, 2)
-    h = torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
-    return self.fc(self.dropout(h))
-
-
 def with_forward(fn, forward):
     """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever). Every variant
     here feeds its convolutions [B, E, L], so the convs run as plain nn.Conv1d meanwhile (module calls, so the
@@ -283,32 +299,6 @@ def with_forward(fn, forward):
         finally:
             KimCNN.forward, Conv1dNLC.forward = shipped
     return run
-
-
-def part_textbook(ctx, archs, reps):
-    """The CNN reference loop twice: with ticketkit's KimCNN (as in *throughput*) and with a textbook Kim CNN."""
-    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
-    masks = masks_at("cnn", vocab, 1.0)
-    ref_t = R.padded(train, C.MAX_LEN)
-    ref = lambda: reference_epoch("cnn", vocab, masks, ref_t)  # noqa: E731
-    t = timed({"engine": lambda: engine_epoch("cnn", vocab, masks, train, tiny), "reference": ref,
-               "textbook": with_forward(ref, forward_textbook)}, reps)
-    m = {k: C.med(v) for k, v in t.items()}
-    tok = train.tokens()
-    rows = [["engine (ticketkit.train.train, ticketkit's KimCNN)", f"{m['engine']:.2f}", f"{tok / m['engine']:,.0f}", "1.00x"],
-            ["reference loop, ticketkit's KimCNN (the *throughput* reference)", f"{m['reference']:.2f}",
-             f"{tok / m['reference']:,.0f}", f"**{m['reference'] / m['engine']:.2f}x**"],
-            ["reference loop, textbook Kim CNN (nn.Conv1d on [B, E, L], ReLU, max over time)", f"{m['textbook']:.2f}",
-             f"{tok / m['textbook']:,.0f}", f"**{m['textbook'] / m['engine']:.2f}x**"]]
-    for r in rows:
-        print(r, flush=True)
-    body = C.header("CNN reference with ticketkit's model vs with a textbook model")
-    body += (f"\nOne train epoch over {len(train):,} reviews ({tok:,} real tokens), density 100 %, median seconds of "
-             f"{reps} interleaved repetitions. The reference loop (bench/reference.py: fp32, padded to {C.MAX_LEN}, "
-             f"prune hooks) builds ticketkit's KimCNN, so it shares the model-level speed-ups (max-with-indices "
-             f"pooling, channels-last convolutions); the last row swaps in the forward a researcher would write.\n\n")
-    body += C.table(rows, ["side", "s per epoch", "train tokens/s", "engine speed-up over it"])
-    C.write_section("textbook", body)
 
 
 def part_cnnforward(ctx, archs, reps):
@@ -334,6 +324,113 @@ def part_cnnforward(ctx, archs, reps):
              f"'slower by' is the variant's time over the shipped forward's.\n\n")
     body += C.table(rows, ["forward", "s per epoch", "slower by"])
     C.write_section("cnnforward", body)
+
+
+class OnesMasker(T.Masker):
+    """The Masker before session 5: layers whose mask prunes nothing are multiplied by ones all the same."""
+
+    def __init__(self, model, masks):
+        params = dict(model.named_parameters())
+        masks = masks or {}
+        self.names = list(masks)
+        self.params = [params[n] for n in masks]
+        self.masks = [masks[n].to(device=params[n].device, dtype=params[n].dtype) for n in masks]
+
+
+MAKE_OPTIMIZER = T.make_optimizer
+
+
+def zeroing_optimizer(model, lr):
+    """make_optimizer whose zero_grad keeps the gradient buffers and fills them with zeros (before session 5)."""
+    opt = MAKE_OPTIMIZER(model, lr)  # the shipped one (T.make_optimizer is this function while patched)
+    zg = opt.zero_grad
+    opt.zero_grad = lambda set_to_none=True: zg(set_to_none=False)
+    return opt
+
+
+def remasking_optimizer(model, lr):
+    """make_optimizer whose step also multiplies every masked weight by its mask afterwards, the textbook second
+    multiply (before session 5). The masks are read from the Masker that train() builds right after this."""
+    opt = MAKE_OPTIMIZER(model, lr)
+    step = opt.step
+
+    def step_then_mask(*a, **kw):
+        out = step(*a, **kw)
+        mk = REMASK["masker"]
+        if mk.params:
+            with torch.no_grad():
+                torch._foreach_mul_(mk.params, mk.masks)
+        return out
+    opt.step = step_then_mask
+    return opt
+
+
+REMASK: dict = {}
+
+
+class RemaskMasker(T.Masker):
+    def __init__(self, model, masks):
+        super().__init__(model, masks)
+        REMASK["masker"] = self
+
+
+def forward_max_dim2(self, ids, lengths):
+    """KimCNN.forward of session 4: channels-last convolutions, pooled with .max(dim=2) (max with indices)."""
+    x = self.embedding(ids)
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    if x.shape[1] < self.min_len:
+        x = torch.nn.functional.pad(x, (0, 0, 0, self.min_len - x.shape[1]))
+    h = torch.relu(torch.cat([conv(x).max(dim=2).values for conv in self.convs], dim=1))
+    return self.fc(self.dropout(h))
+
+
+def part_steps(ctx, archs, reps):
+    """Session 5's four changes to a training step, each switched off alone (three at density 100 %, the post-step
+    weight multiply at 1 %, where it has work to do)."""
+    from ticketkit.models import KimCNN
+
+    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
+    rows = []
+    for arch in archs:
+        masks = masks_at(arch, vocab, 1.0)
+        sparse = masks_at(arch, vocab, 0.01)
+        base = lambda: engine_epoch(arch, vocab, masks, train, tiny)  # noqa: E731
+        base1 = lambda: engine_epoch(arch, vocab, sparse, train, tiny)  # noqa: E731
+        fns = {"shipped": base, "zeros": with_patch(base, make_optimizer=zeroing_optimizer),
+               "ones": with_patch(base, Masker=OnesMasker), "shipped1": base1,
+               "remask1": with_patch(base1, make_optimizer=remasking_optimizer, Masker=RemaskMasker)}
+        if arch == "cnn":
+            def max_dim2():
+                shipped, KimCNN.forward = KimCNN.forward, forward_max_dim2
+                try:
+                    return base()
+                finally:
+                    KimCNN.forward = shipped
+            fns["max"] = max_dim2
+        t = timed(fns, reps)
+        m = {k: C.med(v) for k, v in t.items()}
+        rows.append([arch, "100 %", "as shipped", f"{m['shipped']:.2f}", "1.00x"])
+        what = {"zeros": "gradients zeroed in place (`zero_grad(set_to_none=False)`) instead of set to None",
+                "ones": "all-ones masks multiplied in anyway (two passes over every weight and gradient a step)",
+                "max": "max-over-time pooling by `.max(dim=2)` instead of `adaptive_max_pool1d`"}
+        for k in ("max", "zeros", "ones"):
+            if k in m:
+                rows.append([arch, "100 %", what[k], f"{m[k]:.2f}", f"**{m[k] / m['shipped']:.2f}x**"])
+        rows.append([arch, "1 %", "as shipped", f"{m['shipped1']:.2f}", "1.00x"])
+        rows.append([arch, "1 %", "weights multiplied by their masks again after every optimizer step",
+                     f"{m['remask1']:.2f}", f"**{m['remask1'] / m['shipped1']:.2f}x**"])
+        for r in rows[-len(fns):]:
+            print(r, flush=True)
+    body = C.header("Training step: four changes of session 5, each switched off alone")
+    body += (f"\nOne train epoch over {len(train):,} reviews through `ticketkit.train.train` with one change undone "
+             f"at a time: at density 100 % (all-ones masks, as at a find's level 0 or a dense arm) and at 1 % "
+             f"(per-layer magnitude masks); median seconds of {reps} interleaved repetitions. 'slower by' is that "
+             f"variant's time over the shipped engine's at the same density. None of the four changes the "
+             f"arithmetic of training: the same maximum and gradient, the same gradients, multiplying by one, and "
+             f"multiplying weights that are already exactly zero by zero.\n\n")
+    body += C.table(rows, ["arch", "density", "variant", "s per epoch", "slower by"])
+    C.write_section("engine-steps", body)
 
 
 def part_levers(ctx, archs, reps):
@@ -432,7 +529,7 @@ def part_maskstep(ctx, archs, reps):
     rows = []
     for arch in archs:
         model = create_model(arch, vocab, seed=0)
-        masks = masks_at(arch, vocab, 1.0)
+        masks = masks_one_pruned(arch, vocab)
         opt, mk = T.make_optimizer(model, 5e-3), T.Masker(model, masks)
         it = iter(range(10 ** 9))
 
@@ -442,7 +539,7 @@ def part_maskstep(ctx, archs, reps):
                 t0 = time.perf_counter()
                 with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
                     loss = torch.nn.functional.cross_entropy(model(ids, lengths).float(), labels)
-                opt.zero_grad(set_to_none=False)
+                opt.zero_grad(set_to_none=True)
                 loss.backward()
                 tm = 0.0
                 if masked:
@@ -562,7 +659,7 @@ def main():
     print(f"{C.device_line()}\ntrain {len(d.train)} reviews, {d.train.tokens():,} tokens "
           f"({ctx['padded_tokens']:,} after bucketing, {len(d.train) * C.MAX_LEN:,} padded to {C.MAX_LEN})", flush=True)
     archs = a.arch.split(",")
-    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "textbook": part_textbook, "workers": part_workers}
+    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "workers": part_workers, "steps": part_steps}
     for w in a.what.split(","):
         parts[w](ctx, archs, reps)
 

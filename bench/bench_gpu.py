@@ -243,7 +243,7 @@ def part_parity(ctx, archs, reps):
             res = T.train(model, ones, d.train, d.val, d.test, TrainHparams(epochs=epochs, patience=epochs,
                           batch_size=C.BATCH), seed=seed, device=DEV, progress=False)
             e_s.append(time.perf_counter() - t)
-            ref = create_model(arch, vocab, seed=seed).to(DEV)
+            ref = R.create(arch, vocab, seed).to(DEV)
             R.attach_masks(ref, {k: v.to(DEV) for k, v in ones.items()})
             t = time.perf_counter()
             rr = R.train(ref, *ts, epochs=epochs, patience=epochs, lr=5e-3, batch_size=C.BATCH, seed=seed)

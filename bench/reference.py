@@ -2,18 +2,44 @@
 
 fp32, every batch padded to max_len, `torch.optim.Adam` with its defaults (no fused kernel asked for), masks
 held by `torch.nn.utils.prune` forward pre-hooks (`custom_from_mask`, `l1_unstructured`), evaluation under
-`torch.no_grad()` at the training batch size. Same models as ticketkit (`ticketkit.models.create_model`).
-The benchmarks time ticketkit's engine against this loop; nothing in the package uses it.
+`torch.no_grad()` at the training batch size. The models (`create`) are ticketkit's registered ones, so the
+parameters, their names and the initial weights are the same and masks carry over; the CNN gets the forward a
+researcher writes from the tutorials instead of ticketkit's (see `forward_textbook`). The LSTM classifier already is
+the textbook one. The benchmarks time ticketkit's engine against this loop; nothing in the package uses it.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+import types
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune
+
+
+def forward_textbook(self, ids, lengths):
+    """Kim's CNN as the PyTorch sentiment tutorials write it: embed, transpose to [B, E, L], nn.Conv1d, ReLU over the
+    whole map, F.max_pool1d over its length. The same mathematics as ticketkit's KimCNN.forward, which feeds [B, L, E]
+    to channels-last convolutions and pools before the ReLU (bench/RESULTS.md, *cnnforward* and *engine-steps*)."""
+    x = self.embedding(ids).transpose(1, 2)
+    h = [F.relu(conv(x)) for conv in self.convs]
+    return self.fc(self.dropout(torch.cat([F.max_pool1d(c, c.shape[2]).squeeze(2) for c in h], dim=1)))
+
+
+def create(arch: str, vocab: int, seed: int, textbook: bool = True, **kw):
+    """ticketkit's model `arch` with its initial weights for `seed`. textbook=True gives the CNN `forward_textbook`
+    and plain nn.Conv1d convolutions (per instance; module calls, so prune hooks fire); False keeps ticketkit's
+    forward, which makes the reference share every model-level speed-up of the engine."""
+    from ticketkit.models import create_model
+
+    model = create_model(arch, vocab, seed=seed, **kw)
+    if textbook and arch == "cnn":
+        model.forward = types.MethodType(forward_textbook, model)
+        for conv in model.convs:
+            conv.forward = types.MethodType(torch.nn.Conv1d.forward, conv)
+    return model
 
 
 def _split(model, name: str):
@@ -113,9 +139,7 @@ def train(model, train_t, val_t, test_t, epochs: int, patience: int, lr: float, 
 def find(arch: str, vocab: int, model_kw: dict, names_fn, data, levels: int, rate: float, epochs: int,
          patience: int, lr: float, batch_size: int, seed: int, max_len: int, device="cpu") -> list[dict]:
     """The reference IMP search: train, prune `rate` per layer by magnitude, rewind to init, repeat."""
-    from ticketkit.models import create_model
-
-    model = create_model(arch, vocab, seed=seed, **model_kw).to(device)
+    model = create(arch, vocab, seed, **model_kw).to(device)
     names = names_fn(model)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     attach_masks(model, {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool) for n in names})

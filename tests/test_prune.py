@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from ticketkit.errors import TicketkitError
 from ticketkit.models import MODELS, create_model, prunable_names
 from ticketkit.prune import densities, full_masks, is_nested, prune, shuffled_like
 from ticketkit.train import Masker, make_optimizer
@@ -102,11 +103,18 @@ def test_pruned_weights_stay_exactly_zero_under_adam(arch):
         opt.zero_grad()
         loss.backward()
         masker.grads()
-        opt.step()
-        masker.weights()
+        opt.step()  # no second multiply: zero gradients and zero moments must leave them at zero by themselves
         for n in names:
             assert bool((params[n][~masks[n]] == 0).all()), n
+            assert bool((params[n][masks[n]] != 0).any()), n  # the surviving weights did train
+    masker.check()
     # Adam's moments never saw the pruned entries, so nothing could revive them
     for n in names:
         st = opt.state[params[n]]
         assert bool((st["exp_avg"][~masks[n]] == 0).all())
+        assert bool((st["exp_avg_sq"][~masks[n]] == 0).all())
+    # and if something did (an optimizer with other arithmetic), training stops at the end of the epoch
+    with torch.no_grad():
+        params[names[0]][~masks[names[0]]] = 1.0
+    with pytest.raises(TicketkitError, match="pruned weights of"):
+        masker.check()

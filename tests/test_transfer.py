@@ -189,7 +189,12 @@ def test_workers_give_identical_results(reference, source_store, tiny_data, tmp_
     src = _copy_source(source_store, tmp_path)
     run = transfer_ticket(str(src), _cfg(workers=2), data_dir=tiny_data, store=tmp_path, progress=False)
     assert run.path.name == rd.name  # workers is not part of the run's identity
-    assert _metrics(run.rows) == _metrics(read_json(rd / "results.json")["rows"])
+    ref = read_json(rd / "results.json")
+    assert _metrics(run.rows) == _metrics(ref["rows"])
+    # Each run records its two phases; in one process the training phase holds every training it timed.
+    t, t1 = run.results["timing"], ref["timing"]
+    assert (t["workers"], t1["workers"]) == (2, 1) and t["prepare_seconds"] > 0 and t["train_seconds"] > 0
+    assert t1["train_seconds"] >= sum(r["seconds"] for r in ref["rows"]) - 0.01 * len(ref["rows"])
 
 
 def test_interrupted_transfer_resumes_without_redoing_cells(reference, source_store, tiny_data, tmp_path):

@@ -65,7 +65,10 @@ class KimCNN(nn.Module):
         # Max over time includes padded positions; their embedding row is zero, as in Kim's implementation.
         # relu(max(.)) == max(relu(.)) since relu is monotone, so ReLU runs on [B, F] instead of [B, F, L]; and
         # max with indices back-propagates by a gather where amax compares the whole map (1.10x an epoch, same section).
-        h = F.relu(torch.cat([conv(x).max(dim=2).values for conv in self.convs], dim=1))
+        # The pooling itself is adaptive_max_pool1d: the same maximum and the same gradient as .max(dim=2), but its
+        # kernel reads the channels-last conv output in place, forward and backward in ~0.3 ms where max with
+        # indices takes ~2.5 ms per conv (1.1x an epoch, section "engine-steps").
+        h = F.relu(torch.cat([F.adaptive_max_pool1d(conv(x), 1).squeeze(2) for conv in self.convs], dim=1))
         return self.fc(self.dropout(h))
 
 

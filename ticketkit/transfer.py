@@ -566,12 +566,18 @@ class _Transfer:
             self.pool = self._start_pool() if cfg.workers > 1 and not self.stacked_on else None
             try:
                 _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
+                t0 = time.perf_counter()
                 info = self.prepare()
                 res.update(info)
                 write_json(rp, res)
                 _log(self.progress, f"[{self.name}] OOV rate of {cfg.target} under the {self.src.dataset} vocabulary: "
                                     f"{info['oov_rate']:.2%}")
+                t1 = time.perf_counter()
                 self.execute(plan)
+                # Wall clock of this invocation's two phases: preparing the target data once, then training every
+                # cell (what workers and stacked arms speed up; bench/bench_arms.py compares it).
+                res["timing"] = {"prepare_seconds": round(t1 - t0, 2), "train_seconds": round(time.perf_counter() - t1, 2),
+                                 "workers": cfg.workers, "stacked_arms": self.stacked_on}
             finally:
                 if self.pool is not None:
                     self.stop_event.set()  # a no-op after a clean finish; else workers checkpoint their epoch and stop
