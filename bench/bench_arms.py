@@ -1,7 +1,7 @@
-"""One transfer level with 3 arms: worker processes against the same arms trained one after another.
+"""Transfer levels with 3 arms: worker processes against the same arms trained one after another.
 
-    python bench/bench_arms.py                               # CNN, 16.9 % level, 4k reviews, 2 epochs, 2 reps
-    python bench/bench_arms.py --arch lstm --workers 3
+    python bench/bench_arms.py                               # CNN, 3 levels, 4k reviews, 2 epochs, 2 reps
+    python bench/bench_arms.py --arch lstm --levels 16.9 --workers 3
 
 Both sides are `ticketkit.transfer.transfer_ticket` itself, on the same source ticket and settings:
 `workers=1` trains the arms in this process one after another (torch's default threads, i.e. every core), and
@@ -9,6 +9,10 @@ Both sides are `ticketkit.transfer.transfer_ticket` itself, on the same source t
 temporary store, so nothing is reused between them; the two sides alternate (A, B, A, B, ...). The rows of both
 sides are compared: worker processes must not change a single accuracy.
 The source is a small IMDB find run made once and kept in the bench cache.
+A level's time is the run's training phase (results.json `timing.train_seconds`) over the number of levels: within
+a transfer the levels share one pool of workers, so a single-level run (`--levels 16.9`) also charges the level with
+spawning the workers and their first-use costs (torch import, oneDNN kernels built per shape), which a transfer of
+several levels pays once.
 """
 from __future__ import annotations
 
@@ -28,31 +32,33 @@ ARMS = ["random-prune", "random-reinit"]  # + the transferred arm = 3 arms at on
 def source_run(arch: str, max_train: int, epochs: int) -> Path:
     cfg = FindConfig(data=DataHparams(dataset="imdb", max_train=max_train, max_test=2000),
                      model=ModelHparams(arch=arch), train=TrainHparams(epochs=epochs),
-                     prune=PruneHparams(rate=0.59, levels=2))
+                     prune=PruneHparams(rate=0.59, levels=4))
     return find_ticket(cfg, data_dir=C.DATA_DIR, store=C.CACHE / "arms-store", progress=False).path
 
 
-def one(src: Path, level: float, max_train: int, epochs: int, workers: int) -> tuple[float, float, list]:
+def one(src: Path, levels: list[float], max_train: int, epochs: int, workers: int) -> tuple[float, float, list]:
     """(seconds of the whole call, seconds of its training phase as the run records it, the rows)."""
-    cfg = TransferConfig(target="yelp2", seeds=[0], levels=[level], controls=ARMS, fresh=False,
+    cfg = TransferConfig(target="yelp2", seeds=[0], levels=levels, controls=ARMS, fresh=False,
                          max_train=max_train, max_test=2000, workers=workers, train=TrainHparams(epochs=epochs))
     with tempfile.TemporaryDirectory(dir=C.CACHE) as tmp:
         t = time.perf_counter()
         run = transfer_ticket(str(src), cfg, data_dir=C.DATA_DIR, store=tmp, progress=False)
         dt = time.perf_counter() - t
-        rows = sorted((r["arm"], r["test_accuracy"], r["epochs"]) for r in run.rows)
+        rows = sorted((r["arm"], r["level"], r["test_accuracy"], r["epochs"]) for r in run.rows)
         return dt, run.results["timing"]["train_seconds"], rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="cnn")
-    ap.add_argument("--level", type=float, default=16.9)
+    ap.add_argument("--levels", default="16.9,7.0,2.9", help="comma-separated %% remaining (source has 100..2.8)")
     ap.add_argument("--max-train", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
     a = ap.parse_args()
+    levels = [float(x) for x in a.levels.split(",")]
+    n = len(levels)
     C.CACHE.mkdir(parents=True, exist_ok=True)
     src = source_run(a.arch, a.max_train, a.epochs)
     print(f"{C.device_line()}\nsource {src.name}", flush=True)
@@ -61,7 +67,7 @@ def main():
     rows = {}
     for _ in range(a.reps):
         for k, w in (("seq", 1), ("par", a.workers)):
-            dt, ts, r = one(src, a.level, a.max_train, a.epochs, w)
+            dt, ts, r = one(src, levels, a.max_train, a.epochs, w)
             t[k].append(dt)
             tr[k].append(ts)
             rows.setdefault(k, r)
@@ -70,22 +76,27 @@ def main():
     seq, par = C.med(t["seq"]), C.med(t["par"])
     tseq, tpar = C.med(tr["seq"]), C.med(tr["par"])
     arms = ["transferred"] + ARMS
-    body = C.header(f"A transfer level with 3 arms: {a.workers} worker processes vs one after another ({a.arch})")
-    body += (f"\n`transfer_ticket` on one source level ({a.level} % remaining, {a.arch}, source: a 3-level IMDB find on "
-             f"{a.max_train:,} reviews), 3 arms ({', '.join(arms)}), seed 0, Yelp-2 target with {a.max_train:,} train / "
-             f"2,000 test reviews, {a.epochs} epochs each, no fresh arm. Sequential: `workers=1` (this process, "
-             f"torch's default threads). Parallel: `workers={a.workers}` (spawned processes, one thread each). "
-             f"Two clocks: the whole `transfer_ticket` call, and its training phase as the run records it "
-             f"(results.json `timing.train_seconds`: every cell of the level, after the target data is prepared; "
-             f"that preparation happens once per transfer, however many levels it has, and the workers spawn "
-             f"during it). Each repetition in a fresh temporary store; medians of {a.reps}, alternating.\n\n")
+    what = "A transfer level" if n == 1 else f"Transfer levels ({n} in one run)"
+    body = C.header(f"{what} with 3 arms: {a.workers} worker processes vs one after another ({a.arch})")
+    body += (f"\n`transfer_ticket` from a 5-level IMDB find ({a.arch}, {a.max_train:,} reviews, 59 % a round) at "
+             f"{', '.join(f'{x:g}' for x in levels)} % remaining, 3 arms per level ({', '.join(arms)}) plus the "
+             f"dense row, seed 0, Yelp-2 target with {a.max_train:,} train / 2,000 test reviews, {a.epochs} epochs "
+             f"each, no fresh arm: {3 * n + 1} trainings. Sequential: `workers=1` (this process, torch's default "
+             f"threads). Parallel: `workers={a.workers}` (spawned processes, one thread each). Two clocks: the whole "
+             f"`transfer_ticket` call, and its training phase as the run records it (results.json "
+             f"`timing.train_seconds`, after the target data is prepared, which a transfer does once however many "
+             f"levels it has; the workers spawn during it). Per level = training phase / {n}. Each repetition in a "
+             f"fresh temporary store; medians of {a.reps}, alternating.\n\n")
     same_s = "identical" if same else "DIFFERENT"
     body += C.table([[a.arch, "whole call", f"{seq:.1f}", f"{par:.1f}", f"{seq / par:.2f}x", same_s],
-                     [a.arch, "training phase (the level)", f"{tseq:.1f}", f"{tpar:.1f}", f"**{tseq / tpar:.2f}x**", same_s]],
+                     [a.arch, f"training phase / {n} = per level", f"{tseq / n:.1f}", f"{tpar / n:.1f}",
+                      f"**{tseq / tpar:.2f}x**", same_s]],
                     ["arch", "clock", "sequential (s)", f"{a.workers} workers (s)", "speed-up", "accuracies of the arms"])
     body += ("\n\nTarget: a transfer level with 3 arms finishes >= 1.2x faster than the same arms one after another.\n"
-             f"Arms (arm, test accuracy, epochs): {rows['seq']}\n")
-    C.write_section(f"arms-{a.arch}", body)
+             f"Rows (arm, level, test accuracy, epochs), sequential: {rows['seq']}\n")
+    if not same:
+        body += f"Rows, {a.workers} workers: {rows['par']}\n"
+    C.write_section(f"arms-{a.arch}" if n == 1 else f"arms-{a.arch}-{n}levels", body)
     print(f"sequential {seq:.1f} s, {a.workers} workers {par:.1f} s: {seq / par:.2f}x; training phase "
           f"{tseq:.1f} s vs {tpar:.1f} s: {tseq / tpar:.2f}x; identical={same}")
 

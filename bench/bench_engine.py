@@ -9,6 +9,7 @@ Each part prints its ratios and replaces its own section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import sys
 import contextlib
 import time
 
@@ -233,9 +234,9 @@ def part_masking(ctx, archs, reps):
                    "ref_plain": lambda: reference_epoch(arch, vocab, ones, ref_t, hooks=False),
                    "ref_hooks": lambda: reference_epoch(arch, vocab, ones, ref_t, hooks=True)}, reps)
         m = {k: C.med(v) for k, v in t.items()}
-        rows.append([arch, "engine: foreach mask of grads + weights after the step (default)",
+        rows.append([arch, "engine: one foreach multiply of the gradients before each step (default)",
                      f"{m['none']:.2f}", f"{m['foreach']:.2f}", f"**{m['foreach'] / m['none'] - 1:+.1%}**"])
-        rows.append([arch, "engine: one mul_ per parameter (Python loop)", f"{m['none']:.2f}", f"{m['loop']:.2f}",
+        rows.append([arch, "engine: one mul_ per gradient (Python loop)", f"{m['none']:.2f}", f"{m['loop']:.2f}",
                      f"{m['loop'] / m['none'] - 1:+.1%}"])
         rows.append([arch, "reference: torch.nn.utils.prune hooks", f"{m['ref_plain']:.2f}", f"{m['ref_hooks']:.2f}",
                      f"{m['ref_hooks'] / m['ref_plain'] - 1:+.1%}"])
@@ -285,6 +286,19 @@ def forward_amax(self, ids, lengths):
     return self.fc(self.dropout(h))
 
 
+def with_kim_forward(fn, forward):
+    """Run `fn` with KimCNN.forward swapped for `forward`, the convolutions left as shipped (channels-last)."""
+    from ticketkit.models import KimCNN
+
+    def run():
+        shipped, KimCNN.forward = KimCNN.forward, forward
+        try:
+            return fn()
+        finally:
+            KimCNN.forward = shipped
+    return run
+
+
 def with_forward(fn, forward):
     """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever). Every variant
     here feeds its convolutions [B, E, L], so the convs run as plain nn.Conv1d meanwhile (module calls, so the
@@ -306,12 +320,14 @@ def part_cnnforward(ctx, archs, reps):
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     masks = masks_at("cnn", vocab, 1.0)
     base = lambda: engine_epoch("cnn", vocab, masks, train, tiny)
-    t = timed({"shipped": base, "conv1d": with_forward(base, forward_conv1d), "amax": with_forward(base, forward_amax),
-               "per_conv": with_forward(base, forward_per_conv_cast)}, reps)
+    t = timed({"shipped": base, "max_dim2": with_kim_forward(base, forward_max_dim2), "conv1d": with_forward(base, forward_conv1d),
+               "amax": with_forward(base, forward_amax), "per_conv": with_forward(base, forward_per_conv_cast)}, reps)
     m = {k: C.med(v) for k, v in t.items()}
-    rows = [["[B, L, E] input straight into channels-last 2-D convolutions, input cast once, ReLU after "
-             "max-with-indices pooling (shipped)", f"{m['shipped']:.2f}", "1.00x"],
-            ["transposed to a contiguous [B, E, L] for nn.Conv1d, otherwise the same (session 2)", f"{m['conv1d']:.2f}",
+    rows = [["[B, L, E] input straight into channels-last 2-D convolutions, input cast once, "
+             "adaptive_max_pool1d, then ReLU (shipped, session 5)", f"{m['shipped']:.2f}", "1.00x"],
+            ["the same, pooled with max-with-indices `.max(dim=2)` (session 4)", f"{m['max_dim2']:.2f}",
+             f"**{m['max_dim2'] / m['shipped']:.2f}x**"],
+            ["transposed to a contiguous [B, E, L] for nn.Conv1d, max-with-indices (session 2)", f"{m['conv1d']:.2f}",
              f"**{m['conv1d'] / m['shipped']:.2f}x**"],
             ["input cast once, ReLU map + amax", f"{m['amax']:.2f}", f"**{m['amax'] / m['shipped']:.2f}x**"],
             ["each conv casts its input, ReLU map + amax (before issue 7)", f"{m['per_conv']:.2f}",
@@ -388,8 +404,6 @@ def forward_max_dim2(self, ids, lengths):
 def part_steps(ctx, archs, reps):
     """Session 5's four changes to a training step, each switched off alone (three at density 100 %, the post-step
     weight multiply at 1 %, where it has work to do)."""
-    from ticketkit.models import KimCNN
-
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     rows = []
     for arch in archs:
@@ -401,13 +415,7 @@ def part_steps(ctx, archs, reps):
                "ones": with_patch(base, Masker=OnesMasker), "shipped1": base1,
                "remask1": with_patch(base1, make_optimizer=remasking_optimizer, Masker=RemaskMasker)}
         if arch == "cnn":
-            def max_dim2():
-                shipped, KimCNN.forward = KimCNN.forward, forward_max_dim2
-                try:
-                    return base()
-                finally:
-                    KimCNN.forward = shipped
-            fns["max"] = max_dim2
+            fns["max"] = with_kim_forward(base, forward_max_dim2)
         t = timed(fns, reps)
         m = {k: C.med(v) for k, v in t.items()}
         rows.append([arch, "100 %", "as shipped", f"{m['shipped']:.2f}", "1.00x"])
@@ -431,6 +439,76 @@ def part_steps(ctx, archs, reps):
              f"multiplying weights that are already exactly zero by zero.\n\n")
     body += C.table(rows, ["arch", "density", "variant", "s per epoch", "slower by"])
     C.write_section("engine-steps", body)
+
+
+def _alloc_child(ctx, archs, reps):
+    """Run in a subprocess by part_allocator: one warm-up, then `reps` engine and reference epochs at density 1 %;
+    prints one JSON line of wall seconds, kernel seconds and minor page faults per epoch."""
+    import json
+    import os
+    import resource
+
+    vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
+    arch = archs[0]
+    ms = {d: masks_at(arch, vocab, d) for d in (1.0, 0.01)}
+    ref_t = R.padded(train, C.MAX_LEN)
+    out = {"allocator": T.tune_allocator() if os.environ.get("TICKETKIT_MALLOC") != "system" else "system"}
+    fns = {}
+    for d, m in ms.items():
+        fns[f"engine@{d}"] = lambda m=m: engine_epoch(arch, vocab, m, train, tiny)
+        fns[f"reference@{d}"] = lambda m=m: reference_epoch(arch, vocab, m, ref_t)
+    for k, f in fns.items():
+        f()
+        rows = []
+        for _ in range(reps):
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            wall = f()
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            rows.append([wall, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt])
+        out[k] = [C.med([r[i] for r in rows]) for i in range(3)]
+    print("ALLOC " + json.dumps(out), flush=True)
+
+
+def part_allocator(ctx, archs, reps):
+    """glibc malloc as it comes (TICKETKIT_MALLOC=system) vs ticketkit's tune_allocator, each in fresh processes
+    (the setting is per process), alternating; the reference loop measured in the same processes."""
+    import json
+    import os
+    import subprocess
+
+    rows = []
+    for arch in archs:
+        got: dict = {"system": [], "tuned": []}
+        for _ in range(2):
+            for mode in ("system", "tuned"):
+                env = {**os.environ, "TICKETKIT_MALLOC": "system" if mode == "system" else ""}
+                cmd = [sys.executable, __file__, "--what", "_alloc_child", "--arch", arch, "--reps", str(reps),
+                       "--max-train", str(ctx["max_train"])]
+                p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                got[mode].append(json.loads(next(x for x in p.stdout.splitlines() if x.startswith("ALLOC "))[6:]))
+        for d in (1.0, 0.01):
+            med = {(side, m): [C.med([g[f"{side}@{d}"][i] for g in got[m]]) for i in range(3)]
+                   for side in ("engine", "reference") for m in ("system", "tuned")}
+            for side in ("engine", "reference"):
+                s_, t_ = med[(side, "system")], med[(side, "tuned")]
+                # the engine as shipped against the reference loop as a researcher runs it (its own process, glibc)
+                vs = f"**{med[('reference', 'system')][0] / t_[0]:.2f}x**" if side == "engine" else "-"
+                rows.append([arch, f"{d:.0%}", side, f"{s_[0]:.2f}", f"{s_[1]:.2f}", f"{s_[2]:,.0f}", f"{t_[0]:.2f}",
+                             f"{t_[1]:.2f}", f"{t_[2]:,.0f}", f"**{s_[0] / t_[0]:.2f}x**", vs])
+                print(rows[-1], flush=True)
+    body = C.header("Allocator: glibc malloc as it comes vs `ticketkit.train.tune_allocator`")
+    body += (f"\nOne train epoch over {len(ctx['train']):,} reviews at density 100 % and 1 %, engine (`ticketkit.train.train`) and "
+             f"reference loop, each process either with glibc's defaults (`TICKETKIT_MALLOC=system`) or with "
+             f"`tune_allocator` (mmap and trimming off: freed memory stays in the heap for the next step). The setting "
+             f"is per process, so each side runs in fresh processes: 2 per setting, alternating, each a warm-up then "
+             f"the median of {reps} epochs. Kernel seconds and minor page faults from getrusage, per epoch.\n\n")
+    body += C.table(rows, ["arch", "density", "loop", "glibc s/epoch", "kernel s", "page faults", "tuned s/epoch",
+                           "kernel s", "page faults", "speed-up from tuning", "engine (tuned) vs reference (glibc)"])
+    body += ("\n\nThe engine calls `tune_allocator` at the start of every training, so in a benchmark that runs both "
+             "loops in one process (*throughput*, *mfu*, *engine-steps*) the reference loop gets it too: those "
+             "ratios do not credit the engine with it. The last column does: ticketkit as it ships against the "
+             "reference loop in a plain Python process, both timed in this run.\n")
+    C.write_section("allocator", body)
 
 
 def part_levers(ctx, archs, reps):
@@ -521,7 +599,8 @@ def part_levers(ctx, archs, reps):
 
 
 def part_maskstep(ctx, archs, reps):
-    """Masking cost per step, isolated: the two foreach calls timed alone against a whole step without them.
+    """Masking cost per step, isolated: the engine's per-step mask op (one foreach multiply of the gradients) timed
+    alone against a whole step without it; the textbook second multiply (weights after the step) beside it.
     Many short repetitions, so a loaded machine's noise averages out better than in whole-epoch timings."""
     train, vocab, dev = ctx["train"], ctx["vocab"], torch.device("cpu")
     amp = T.resolve_precision("auto", dev)
@@ -532,6 +611,7 @@ def part_maskstep(ctx, archs, reps):
         masks = masks_one_pruned(arch, vocab)
         opt, mk = T.make_optimizer(model, 5e-3), T.Masker(model, masks)
         it = iter(range(10 ** 9))
+        post: list[float] = []
 
         def step(masked):
             def run():
@@ -541,24 +621,31 @@ def part_maskstep(ctx, archs, reps):
                     loss = torch.nn.functional.cross_entropy(model(ids, lengths).float(), labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                tm = 0.0
+                tm = tw = 0.0
                 if masked:
                     t1 = time.perf_counter(); mk.grads(); tm += time.perf_counter() - t1
                 opt.step()
-                if masked:
-                    t1 = time.perf_counter(); mk.weights(); tm += time.perf_counter() - t1
+                if masked:  # what the engine no longer does each step (see Masker): timed for comparison only
+                    t1 = time.perf_counter(); mk.weights(); tw += time.perf_counter() - t1
                 total = time.perf_counter() - t0
+                if masked:
+                    post.append(tw)
                 return tm if masked else total
             return run
         t = timed({"mask_ops": step(True), "step": step(False)}, reps)
-        mo, st = C.med(t["mask_ops"]), C.med(t["step"])
-        rows.append([arch, f"{st * 1e3:.1f}", f"{mo * 1e3:.2f}", f"**{mo / st:.1%}**"])
+        mo, st, pw = C.med(t["mask_ops"]), C.med(t["step"]), C.med(post)
+        rows.append([arch, f"{st * 1e3:.1f}", f"{mo * 1e3:.2f}", f"**{mo / st:.1%}**", f"{pw * 1e3:.2f}",
+                     f"{(mo + pw) / st:.1%}"])
         print(rows[-1], flush=True)
     body = C.header("Masking cost per step, isolated")
-    body += (f"\nThe engine's two foreach multiplies (grads before the step, weights after it) timed on their own, "
-             f"against a whole training step (forward, backward, fused Adam) without them, on real bucketed batches "
-             f"of {C.BATCH} reviews; median of {reps} interleaved steps. All prunable weights masked.\n\n")
-    body += C.table(rows, ["arch", "step without masks (ms)", "masking ops (ms)", "cost"])
+    body += (f"\nThe engine's per-step mask op (one foreach multiply of the gradients before the optimizer step) timed "
+             f"on its own, against a whole training step (forward, backward, fused Adam) without it, on real bucketed "
+             f"batches of {C.BATCH} reviews; median of {reps} interleaved steps. All prunable weights masked (one entry "
+             f"per layer pruned). The last two columns add the textbook second multiply (the weights after the step), "
+             f"which the engine dropped in session 5: masked gradients alone keep pruned weights at zero under Adam "
+             f"(`ticketkit.train.Masker`, checked once an epoch).\n\n")
+    body += C.table(rows, ["arch", "step without masks (ms)", "engine mask op (ms)", "cost", "weights after the step (ms)",
+                           "cost with both"])
     body += "\n\nTarget: masking costs <= 3 % of a step.\n"
     C.write_section("maskstep", body)
 
@@ -659,7 +746,7 @@ def main():
     print(f"{C.device_line()}\ntrain {len(d.train)} reviews, {d.train.tokens():,} tokens "
           f"({ctx['padded_tokens']:,} after bucketing, {len(d.train) * C.MAX_LEN:,} padded to {C.MAX_LEN})", flush=True)
     archs = a.arch.split(",")
-    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "workers": part_workers, "steps": part_steps}
+    parts = {"throughput": part_throughput, "masking": part_masking, "maskstep": part_maskstep, "evalbatch": part_evalbatch, "levers": part_levers, "cnnforward": part_cnnforward, "workers": part_workers, "steps": part_steps, "allocator": part_allocator, "_alloc_child": _alloc_child}
     for w in a.what.split(","):
         parts[w](ctx, archs, reps)
 

@@ -269,7 +269,9 @@ def part_parity(ctx, archs, reps):
         body += C.table(rows, ["arch", "seeds", "engine mean acc", "reference mean acc", "mean gap (points)", "sd of gap",
                                "95 % interval", "inside +-0.3?", "time ratio ref/engine"])
         body += "\n\nTarget: test accuracy within 0.3 points of the fp32 reference on the same data and seed.\n"
-        C.write_section("cpu-parity" if cpu else "gpu-parity", body)
+        # A run of some archs only gets a section of its own, so it does not erase another run's rows.
+        name = ("cpu-parity" if cpu else "gpu-parity") + ("" if set(archs) >= {"cnn", "lstm"} else "-" + "-".join(archs))
+        C.write_section(name, body)
 
 
 def part_find(ctx, archs, reps):

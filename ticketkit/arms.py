@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .data import Encoded
 from .errors import TicketkitError
-from .train import (Feed, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer,
+from .train import (Feed, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer, tune_allocator,
                     resolve_precision, run_epoch)
 
 
@@ -186,6 +186,7 @@ def train_arms(arch: str, model_kw: dict, vocab_size: int, starts: list[dict], m
     A = len(starts)
     descs = descs or [f"arm {a}" for a in range(A)]
     device = device or default_device()
+    tune_allocator()
     model, smasks = stack(arch, model_kw, vocab_size, starts, masks)
     model.to(device)
     amp = resolve_precision(hp.precision, device, arms=A)

@@ -1,7 +1,6 @@
 """The command line: a thin layer over the Python API. Every flag of `find` comes from the config dataclasses."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
@@ -166,7 +165,6 @@ def ls_cmd(store, hub_user, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show(ref, level, store, as_json):
     """A ticket's or run's config, levels, measured densities and accuracies."""
-    from .fsio import read_json
     from .store import Store
 
     st = Store(store)

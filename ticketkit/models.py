@@ -65,9 +65,10 @@ class KimCNN(nn.Module):
         # Max over time includes padded positions; their embedding row is zero, as in Kim's implementation.
         # relu(max(.)) == max(relu(.)) since relu is monotone, so ReLU runs on [B, F] instead of [B, F, L]; and
         # max with indices back-propagates by a gather where amax compares the whole map (1.10x an epoch, same section).
-        # The pooling itself is adaptive_max_pool1d: the same maximum and the same gradient as .max(dim=2), but its
+        # The pooling itself is adaptive_max_pool1d: the same maximum as .max(dim=2), its gradient routed to one arg-max
+        # position the same way (a tie may pick another of the tied positions), but its
         # kernel reads the channels-last conv output in place, forward and backward in ~0.3 ms where max with
-        # indices takes ~2.5 ms per conv (1.1x an epoch, section "engine-steps").
+        # indices takes ~2.5 ms per conv (1.07-1.14x an epoch, sections "engine-steps" and "cnnforward").
         h = F.relu(torch.cat([F.adaptive_max_pool1d(conv(x), 1).squeeze(2) for conv in self.convs], dim=1))
         return self.fc(self.dropout(h))
 

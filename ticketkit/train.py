@@ -1,9 +1,9 @@
 """The training engine: one training of one (masked) network, with early stopping and per-epoch checkpoints.
 
 Fast path by default (issue #7 measured each lever): length bucketing, bf16 autocast where the CPU supports it,
-fused Adam, masks applied with one foreach op after each step, evaluation without autograd at a larger batch.
-Pruned weights stay exactly zero: their gradients are zeroed before the step (so Adam's moments never see them)
-and the weights are multiplied by the mask after it.
+fused Adam, gradients masked with one foreach op before each step, evaluation without autograd at a larger batch.
+Pruned weights stay exactly zero: they are zeroed once before training and their gradients before every step, so
+Adam's moments never see them and their update is exactly zero (see Masker; checked at the end of every epoch).
 """
 from __future__ import annotations
 
@@ -14,13 +14,44 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import Encoded
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import write_with
+
+
+_ALLOCATOR: dict = {}
+
+
+def tune_allocator() -> str:
+    """Keep freed memory in the process instead of handing it back to the OS (glibc's malloc only; once per process).
+
+    By default glibc serves every allocation above a threshold with a fresh mmap and unmaps it on free, so each
+    training step maps its activation, workspace and gradient buffers anew and pays a page fault (a zeroed 4 KiB
+    page) for every page it touches: 0.5 M faults and 1.7 s of kernel time in a 3 s LSTM epoch. With mmap off and
+    trimming off, the heap keeps its peak and steps reuse it: 1.7x an LSTM epoch and 1.2x a CNN epoch (bench/RESULTS.md,
+    section "allocator"). PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc via LD_PRELOAD; this is the
+    glibc equivalent, needs nothing installed, and costs only that the process keeps its peak memory.
+    TICKETKIT_MALLOC=system leaves the allocator alone. Returns what was done, for the run's record."""
+    if "state" in _ALLOCATOR:
+        return _ALLOCATOR["state"]
+    import ctypes
+    import ctypes.util
+    import os
+
+    state = "system"
+    if os.environ.get("TICKETKIT_MALLOC", "").lower() != "system" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            # mallopt returns 1 on success; M_MMAP_MAX = -4 (0: never mmap), M_TRIM_THRESHOLD = -1 (never trim).
+            if hasattr(libc, "gnu_get_libc_version") and libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, 2 ** 31 - 1) == 1:
+                state = "glibc: no mmap, no trim"
+        except OSError:
+            pass
+    _ALLOCATOR["state"] = state
+    return state
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -117,10 +148,11 @@ class Masker:
 
     That alone keeps them at zero. Adam's moments of a weight whose gradients are all zero stay zero, so its update
     is 0 / (sqrt(0) + eps) = 0 exactly (ticketkit's Adam has no weight decay). Multiplying the weights by the mask again
-    after every step (the textbook way) would be a second pass over every weight for nothing (section
-    "engine-steps"). `check()` runs once an epoch and fails loudly if that ever stopped holding.
+    after every step (the textbook way) would be a second pass over every weight for nothing: it halves the masking
+    cost per step (section "maskstep"), though an epoch shows it only within noise ("engine-steps").
+    `check()` runs once an epoch and fails loudly if that ever stopped holding.
     A layer whose mask prunes nothing (every layer of a dense level 0 or dense arm) is left out: multiplying by
-    ones changes no bit and costs passes over the embedding (same section)."""
+    ones changes no bit. Its saving is within an epoch's noise too, and it keeps no float copy of an all-ones mask."""
 
     def __init__(self, model: torch.nn.Module, masks: dict[str, torch.Tensor] | None):
         params = dict(model.named_parameters())
@@ -276,9 +308,9 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
             lv = used.detach().double()
             if not torch.isfinite(lv).all():
                 raise _diverged(desc, "training", float(lv[~torch.isfinite(lv)][0]), epoch)
-        # set_to_none: backward then writes each gradient instead of adding it to a zeroed one (a fill and an add of
-        # the whole embedding gradient saved; 1.07x an epoch, section "engine-steps"). Every parameter is used in the
-        # forward, so every one gets a gradient and Adam steps exactly as with zeroed ones.
+        # set_to_none (torch's default): backward writes each gradient instead of adding it to a zeroed one, saving a
+        # fill and an add of the whole embedding gradient (1.00-1.05x an epoch, section "engine-steps"). Every parameter
+        # is used in the forward, so every one gets a gradient and Adam steps exactly as with zeroed ones.
         opt.zero_grad(set_to_none=True)
         used.sum().backward()
         masker.grads()
@@ -306,6 +338,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
     from tqdm.auto import tqdm
 
     device = device or default_device()
+    tune_allocator()
     model.to(device)
     amp = resolve_precision(hp.precision, device)
     opt = make_optimizer(model, hp.lr)
