@@ -30,11 +30,12 @@ def tune_allocator() -> str:
 
     By default glibc serves every allocation above a threshold with a fresh mmap and unmaps it on free, so each
     training step maps its activation, workspace and gradient buffers anew and pays a page fault (a zeroed 4 KiB
-    page) for every page it touches: 0.5 M faults and 1.7 s of kernel time in a 3 s LSTM epoch. With mmap off and
-    trimming off, the heap keeps its peak and steps reuse it: 1.7x an LSTM epoch and 1.2x a CNN epoch (bench/RESULTS.md,
-    section "allocator"). PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc via LD_PRELOAD; this is the
-    glibc equivalent, needs nothing installed, and costs only that the process keeps its peak memory.
-    TICKETKIT_MALLOC=system leaves the allocator alone. Returns what was done, for the run's record."""
+    page) for every page it touches: 0.55 M faults and 1.3 s of kernel time in a 2.7 s LSTM epoch. With mmap off and
+    trimming off, the heap keeps its peak and steps reuse it: 1.26x / 1.17x an LSTM epoch at 100 % / 1 % density, the
+    CNN within noise (bench/RESULTS.md, section "allocator"; the quick study's kernel time fell from 213 s to 38 s).
+    PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc via LD_PRELOAD; this is the glibc equivalent,
+    needs nothing installed, and costs only that the process keeps its peak memory.
+    TICKETKIT_MALLOC=system leaves the allocator alone. Returns what was done."""
     if "state" in _ALLOCATOR:
         return _ALLOCATOR["state"]
     import ctypes
