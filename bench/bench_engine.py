@@ -286,28 +286,17 @@ def forward_amax(self, ids, lengths):
     return self.fc(self.dropout(h))
 
 
-def with_kim_forward(fn, forward):
-    """Run `fn` with KimCNN.forward swapped for `forward`, the convolutions left as shipped (channels-last)."""
-    from ticketkit.models import KimCNN
-
-    def run():
-        shipped, KimCNN.forward = KimCNN.forward, forward
-        try:
-            return fn()
-        finally:
-            KimCNN.forward = shipped
-    return run
-
-
-def with_forward(fn, forward):
-    """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever). Every variant
-    here feeds its convolutions [B, E, L], so the convs run as plain nn.Conv1d meanwhile (module calls, so the
-    reference's prune hooks still fire)."""
+def with_forward(fn, forward, plain_convs: bool = True):
+    """Run `fn` with KimCNN.forward swapped for `forward` (the 'off' side of a CNN forward lever). plain_convs: the
+    variant feeds its convolutions [B, E, L], so they run as plain nn.Conv1d meanwhile (module calls, so the
+    reference's prune hooks still fire); False leaves them channels-last as shipped."""
     from ticketkit.models import Conv1dNLC, KimCNN
 
     def run():
         shipped = KimCNN.forward, Conv1dNLC.forward
-        KimCNN.forward, Conv1dNLC.forward = forward, torch.nn.Conv1d.forward
+        KimCNN.forward = forward
+        if plain_convs:
+            Conv1dNLC.forward = torch.nn.Conv1d.forward
         try:
             return fn()
         finally:
@@ -320,7 +309,7 @@ def part_cnnforward(ctx, archs, reps):
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     masks = masks_at("cnn", vocab, 1.0)
     base = lambda: engine_epoch("cnn", vocab, masks, train, tiny)
-    t = timed({"shipped": base, "max_dim2": with_kim_forward(base, forward_max_dim2), "conv1d": with_forward(base, forward_conv1d),
+    t = timed({"shipped": base, "max_dim2": with_forward(base, forward_max_dim2, plain_convs=False), "conv1d": with_forward(base, forward_conv1d),
                "amax": with_forward(base, forward_amax), "per_conv": with_forward(base, forward_per_conv_cast)}, reps)
     m = {k: C.med(v) for k, v in t.items()}
     rows = [["[B, L, E] input straight into channels-last 2-D convolutions, input cast once, "
@@ -415,7 +404,7 @@ def part_steps(ctx, archs, reps):
                "ones": with_patch(base, Masker=OnesMasker), "shipped1": base1,
                "remask1": with_patch(base1, make_optimizer=remasking_optimizer, Masker=RemaskMasker)}
         if arch == "cnn":
-            fns["max"] = with_kim_forward(base, forward_max_dim2)
+            fns["max"] = with_forward(base, forward_max_dim2, plain_convs=False)
         t = timed(fns, reps)
         m = {k: C.med(v) for k, v in t.items()}
         rows.append([arch, "100 %", "as shipped", f"{m['shipped']:.2f}", "1.00x"])
@@ -445,14 +434,13 @@ def _alloc_child(ctx, archs, reps):
     """Run in a subprocess by part_allocator: one warm-up, then `reps` engine and reference epochs at density 1 %;
     prints one JSON line of wall seconds, kernel seconds and minor page faults per epoch."""
     import json
-    import os
     import resource
 
     vocab, train, tiny = ctx["vocab"], ctx["train"], ctx["tiny"]
     arch = archs[0]
     ms = {d: masks_at(arch, vocab, d) for d in (1.0, 0.01)}
     ref_t = R.padded(train, C.MAX_LEN)
-    out = {"allocator": T.tune_allocator() if os.environ.get("TICKETKIT_MALLOC") != "system" else "system"}
+    out = {"allocator": T.tune_allocator()}  # honours the TICKETKIT_MALLOC the parent set
     fns = {}
     for d, m in ms.items():
         fns[f"engine@{d}"] = lambda m=m: engine_epoch(arch, vocab, m, train, tiny)

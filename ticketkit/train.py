@@ -7,6 +7,7 @@ Adam's moments never see them and their update is exactly zero (see Masker; chec
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -22,9 +23,7 @@ from .errors import TicketkitError, TrainingDiverged
 from .fsio import write_with
 
 
-_ALLOCATOR: dict = {}
-
-
+@functools.cache
 def tune_allocator() -> str:
     """Keep freed memory in the process instead of handing it back to the OS (glibc's malloc only; once per process).
 
@@ -36,8 +35,6 @@ def tune_allocator() -> str:
     PyTorch's CPU tuning guide gets the same from jemalloc or tcmalloc via LD_PRELOAD; this is the glibc equivalent,
     needs nothing installed, and costs only that the process keeps its peak memory.
     TICKETKIT_MALLOC=system leaves the allocator alone. Returns what was done."""
-    if "state" in _ALLOCATOR:
-        return _ALLOCATOR["state"]
     import ctypes
     import ctypes.util
     import os
@@ -51,7 +48,6 @@ def tune_allocator() -> str:
                 state = "glibc: no mmap, no trim"
         except OSError:
             pass
-    _ALLOCATOR["state"] = state
     return state
 
 
