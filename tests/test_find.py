@@ -91,6 +91,8 @@ def test_oneshot_reaches_target_in_one_round(tiny_data, tmp_path, tiny_config):
     run = find_ticket(tiny_config("cnn", schedule="oneshot", target=0.5), data_dir=tiny_data, store=tmp_path, progress=False)
     assert len(run.levels) == 2
     assert abs(run.levels[1]["density_prunable"] - 0.5) < 0.005
+    layers = run.levels[1]["layers"]  # the output layer at half the rate of the others (Frankle & Carbin)
+    assert abs((1 - layers["fc.weight"]) / (1 - layers["convs.0.weight"]) - 0.5) < 0.03
 
 
 def test_iterative_stops_at_target(tiny_data, tmp_path, tiny_config):
@@ -129,9 +131,9 @@ def test_cli_find_ls_show(tiny_data, tmp_path):
     ls = run_cli("ls", "--store", store)
     assert "find-imdb-cnn-" in ls.stdout and "complete" in ls.stdout
     show = run_cli("show", out["name"], "--store", store, "--level", "1")
-    assert "80.000 (prunable)" in show.stdout and "per-layer" in show.stdout
+    assert "80.231 (prunable)" in show.stdout and "per-layer" in show.stdout  # the output layer pruned at 10 %
     show_run = run_cli("show", out["run"])
-    assert "level" in show_run.stdout and "64.0" in show_run.stdout
+    assert "level" in show_run.stdout and "64.444" in show_run.stdout
 
 
 def test_cli_oneshot_and_recipe(tiny_data, tmp_path):

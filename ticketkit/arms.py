@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import Encoded
+from .diagnostics import dead_units, diagnose
 from .errors import TicketkitError
 from .train import (Feed, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer, tune_allocator,
                     resolve_precision, run_epoch)
@@ -227,4 +228,17 @@ def train_arms(arch: str, model_kw: dict, vocab_size: int, starts: list[dict], m
     tests = evaluate(model, test_data, hp.eval_batch_size, device, amp)
     seconds = time.perf_counter() - t0
     return [TrainResult(best[a], best_epoch[a], len(history[a]), vals[a], tests[a], history[a], {}, seconds=seconds,
-                        stopped_early=not active[a]) for a in range(A)]
+                        stopped_early=not active[a],
+                        diagnostics=_diagnose_arm(arch, model_kw, vocab_size, best[a], tests[a], best_epoch[a], hp,
+                                                  val_feed, device, amp)) for a in range(A)]
+
+
+def _diagnose_arm(arch, model_kw, vocab_size, state, test, best_epoch, hp, val_feed, device, amp) -> dict:
+    """An arm's diagnostics, measured on its own single model at its best state (as train() does for one)."""
+    from .models import create_model
+
+    single = create_model(arch, vocab_size, **model_kw)
+    single.load_state_dict(state)
+    single.to(device)
+    dead = dead_units(single, val_feed, hp.eval_batch_size, amp)
+    return diagnose(test["majority_share"], dead, best_epoch, hp.epochs)

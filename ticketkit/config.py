@@ -52,12 +52,15 @@ class ModelHparams:
     hidden_size: int = field(default=128, metadata=flag("lstm: hidden units"))
     pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens (mean|max)"))
     dropout: float = field(default=0.5, metadata=flag("dropout before the output layer"))
+    embed_init: str = field(default="xavier", metadata=flag("embedding init: xavier | normal (N(0,1)) | uniform (+-0.25, Kim 2014)"))
 
     def validate(self) -> None:
         from .models import MODELS
         _check(self.arch in MODELS, "model.arch", f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
         _check(self.pooling in ("mean", "max"), "model.pooling", f"must be mean or max, got {self.pooling!r}")
         _check(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        from .models import EMBED_INITS
+        _check(self.embed_init in EMBED_INITS, "model.embed_init", f"must be one of {', '.join(EMBED_INITS)}, got {self.embed_init!r}")
         for k in ("embed_dim", "num_filters", "hidden_size"):
             _check(getattr(self, k) >= 1, f"model.{k}", f"must be positive, got {getattr(self, k)}")
         _check(len(self.filter_widths) > 0 and all(w >= 1 for w in self.filter_widths), "model.filter_widths",
@@ -90,10 +93,12 @@ class PruneHparams:
     rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
     levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative)"))
     target: Optional[float] = field(default=None, metadata=flag("fraction of prunable weights to keep; iterative stops there, oneshot goes there"))
-    rewind: str = field(default="init", metadata=flag("init | epoch:K (late resetting) | final (fine-tuning)"))
+    rewind: str = field(default="init", metadata=flag("init | epoch:K or step:K (late resetting: the weights after K epochs or optimizer steps) | final (fine-tuning)"))
     control: str = field(default="none", metadata=flag("none | random-prune (mask shuffled per layer) | random-reinit (weights re-drawn)"))
     exclude: list[str] = field(default_factory=list, metadata=flag("parameter names never pruned", cli=False))
     layer_rates: dict[str, float] = field(default_factory=dict, metadata=flag("per-parameter rate overrides (local)", cli=False))
+    layer_floor: float = field(default=0.001, metadata=flag("no layer keeps fewer than this fraction of its weights (nor fewer than 1): none is ever emptied"))
+    output_rate: float = field(default=0.5, metadata=flag("the output layer is pruned at this fraction of the rate (Frankle & Carbin: 0.5; 1 prunes it like any layer)"))
 
     def validate(self) -> None:
         _check(self.scope in ("local", "global"), "prune.scope", f"must be local or global, got {self.scope!r}")
@@ -104,20 +109,24 @@ class PruneHparams:
         _check(self.schedule != "oneshot" or self.target is not None, "prune.target", "oneshot needs a target: pass --target 0.5")
         _check(self.control in ("none", "random-prune", "random-reinit"), "prune.control",
                f"must be none, random-prune or random-reinit, got {self.control!r}")
-        self.rewind_epoch()  # validates the spelling
+        _check(0 <= self.layer_floor < 1, "prune.layer_floor", f"must be in [0, 1), got {self.layer_floor}")
+        _check(0 <= self.output_rate <= 1, "prune.output_rate", f"must be in [0, 1], got {self.output_rate}")
+        self.rewind_point()  # validates the spelling
         for k, v in self.layer_rates.items():
             _check(0 < v < 1, f"prune.layer_rates.{k}", f"must be in (0, 1), got {v}")
 
-    def rewind_epoch(self) -> int | None:
-        """None for 'final'; 0 for 'init'; K for 'epoch:K'."""
+    def rewind_point(self) -> tuple[str, int] | None:
+        """None for 'final'; ('epoch', 0) for 'init'; ('epoch', K) or ('step', K) for late resetting."""
         r = self.rewind
         if r == "init":
-            return 0
+            return ("epoch", 0)
         if r == "final":
             return None
-        if r.startswith("epoch:") and r[6:].isdigit() and int(r[6:]) >= 1:
-            return int(r[6:])
-        raise TicketkitError(f"prune.rewind: {r!r} is not init, final or epoch:K with K >= 1 (e.g. --rewind epoch:1)")
+        unit, _, k = r.partition(":")
+        if unit in ("epoch", "step") and k.isdigit() and int(k) >= 1:
+            return (unit, int(k))
+        raise TicketkitError(f"prune.rewind: {r!r} is not init, final, epoch:K or step:K with K >= 1 "
+                             f"(e.g. --rewind epoch:1 or --rewind step:200)")
 
     def n_rounds(self) -> int:
         return 1 if self.schedule == "oneshot" else self.levels

@@ -227,6 +227,7 @@ class _Search:
         self.init = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.spec = param_spec(model)
         self.names = prunable_names(model, cfg.prune.exclude)
+        self.output_layer = getattr(model, "output_layer", None)
         rows = self.controls() if self.source is not None else self.imp()
         self.info.update(status="complete", levels=rows, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.info.pop("error", None)
@@ -245,7 +246,8 @@ class _Search:
     def imp(self) -> list[dict]:
         cfg, rd = self.cfg, self.rd
         pr = cfg.prune
-        k = pr.rewind_epoch()
+        point = pr.rewind_point()  # None: fine-tuning; ("epoch", 0): init; else late resetting
+        late = f"{point[0]}:{point[1]}" if point is not None and point[1] > 0 else None
         masks = full_masks(self.init, self.names)
         rewind_state = self.init
         rows, level = [], 0
@@ -263,36 +265,48 @@ class _Search:
                 row = t.config["summary"]
                 _log(self.progress, f"[{rd.name}] level {level}: reusing finished ticket ({row['density_prunable']:.2%} remaining)")
             else:
-                if level == 0 or k is not None:
+                if level == 0 or point is not None:
                     start = self.init if level == 0 else rewind_state
                 else:  # fine-tuning: continue from the previous level's trained weights
                     start = trained_prev
-                res, row = self.train_level(level, masks, start, snapshot_epochs=(k,) if (level == 0 and k) else ())
+                res, row = self.train_level(level, masks, start, snapshots_at=(late,) if (level == 0 and late) else ())
                 trained = res.best_state
-                if level == 0 and k:
-                    rewind_state = res.snapshots[k]
-                ticket_rewind = rewind_state if (k is not None or level == 0) else start
+                if level == 0 and late:
+                    rewind_state = res.snapshots[late]
+                ticket_rewind = rewind_state if (point is not None or level == 0) else start
                 _save_state(tp, trained)
                 self.save_ticket(ld, level, self.init, masks, ticket_rewind, row)
             rows.append(row)
             trained_prev = trained
-            rate = self.next_rate(level, row["density_prunable"])
+            rate = self.next_rate(level, masks)
             if rate is None:
                 return rows
-            masks = prune(trained, masks, rate, pr.scope, pr.layer_rates)
+            masks = prune(trained, masks, rate, pr.scope, pr.layer_rates, self.output_layer, pr.output_rate,
+                          pr.layer_floor)
             level += 1
 
-    def next_rate(self, level: int, density: float) -> float | None:
+    def next_rate(self, level: int, masks) -> float | None:
         pr = self.cfg.prune
         if pr.schedule == "oneshot":
-            return 1.0 - pr.target if level == 0 else None
+            return self.rate_to(pr.target, masks) if level == 0 else None
         if level >= pr.levels:
             return None
         if pr.target is not None:
+            density = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
             if density <= pr.target * (1 + 1e-9):
                 return None
-            return min(pr.rate, 1.0 - pr.target / density)  # the last round lands on the target
+            return min(pr.rate, self.rate_to(pr.target, masks))  # the last round lands on the target
         return pr.rate
+
+    def rate_to(self, target: float, masks) -> float:
+        """The rate that takes the prunable density to `target` in one round, with the output layer at its reduced
+        rate: kept_rest * (1 - r) + kept_out * (1 - f r) = target * total."""
+        pr = self.cfg.prune
+        kept = {n: int(m.sum()) for n, m in masks.items()}
+        out = kept.get(self.output_layer, 0) if pr.output_rate != 1.0 else 0
+        total = sum(m.numel() for m in masks.values())
+        slope = (sum(kept.values()) - out) + pr.output_rate * out
+        return min(max((sum(kept.values()) - target * total) / slope, 0.0), 1.0) if slope else 0.0
 
     # --------------------------------------------------------------------------- controls
     def controls(self) -> list[dict]:
@@ -320,7 +334,7 @@ class _Search:
         return rows
 
     # --------------------------------------------------------------------------- one level
-    def train_level(self, level: int, masks, start: dict, snapshot_epochs=()):
+    def train_level(self, level: int, masks, start: dict, snapshots_at=()):
         cfg = self.cfg
         model = self.new_model(cfg.seed)
         model.load_state_dict({n: start[n] * masks[n] if n in masks else start[n] for n in start})
@@ -329,14 +343,14 @@ class _Search:
                             f"({dens['all']:.2%} of all)")
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
         res = train(model, masks, self.data.train, self.data.val, self.data.test, cfg.train, cfg.seed, device=self.device,
-                    snapshot_epochs=snapshot_epochs, checkpoint=ck, progress=self.progress,
+                    snapshots_at=snapshots_at, checkpoint=ck, progress=self.progress,
                     desc=f"level {level}", stop_flag=self.stop_flag)
         row = {"level": level, "density_prunable": dens["prunable"], "density_all": dens["all"],
                "density_nonzero": nonzero_density(model, self.names),
                "val_accuracy": res.val["accuracy"], "val_loss": res.val["loss"],
                "test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"], "test_loss": res.test["loss"],
                "best_epoch": res.best_epoch, "epochs": res.epochs, "seconds": round(res.seconds, 2),
-               "layers": dens["layers"]}
+               "layers": dens["layers"], **dens["groups"], **res.diagnostics}
         _log(self.progress, f"[{self.rd.name}] level {level}: test accuracy {res.test['accuracy']:.4f} "
                             f"(best epoch {res.best_epoch}/{res.epochs}, {res.seconds:.0f}s)")
         return res, row

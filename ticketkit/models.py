@@ -33,12 +33,35 @@ class Conv1dNLC(nn.Conv1d):
         return F.conv2d(x.unsqueeze(1).permute(0, 3, 1, 2), self.weight.unsqueeze(2), self.bias).squeeze(2)
 
 
+EMBED_INITS = ("xavier", "normal", "uniform")
+
+
+def init_embedding(weight: torch.Tensor, how: str) -> None:
+    """The embedding's starting weights: `xavier` (Xavier-normal over the [V, E] matrix, std ~0.009 at V=25k),
+    `normal` (N(0, 1), nn.Embedding's own default) or `uniform` (U(-0.25, 0.25), as in Kim 2014). The scale matters:
+    a sparse random ticket over a tiny embedding feeds its filters pre-activations of ~1e-3, which one Adam step can
+    push below zero for good (dead ReLUs). The default is chosen by measurement (config.ModelHparams.embed_init)."""
+    if how == "xavier":
+        nn.init.xavier_normal_(weight)
+    elif how == "normal":
+        nn.init.normal_(weight, 0.0, 1.0)
+    elif how == "uniform":
+        nn.init.uniform_(weight, -0.25, 0.25)
+    else:
+        raise TicketkitError(f"model.embed_init: unknown {how!r}; choose one of {', '.join(EMBED_INITS)}")
+    with torch.no_grad():
+        weight[0].zero_()  # [PAD]: padded positions contribute nothing
+
+
 class KimCNN(nn.Module):
     """Kim (2014): embedding, parallel convolutions of widths 3/4/5, max-over-time pooling, dropout, linear."""
+    output_layer = "fc.weight"  # pruned at prune.output_rate x the rate
+    dead_rule = "zero"  # a filter is dead when its pooled ReLU output is 0 on every review (it never fires)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, num_filters: int = 100, filter_widths=(3, 4, 5),
-                 dropout: float = 0.5, num_classes: int = 2, **_):
+                 dropout: float = 0.5, num_classes: int = 2, embed_init: str = "xavier", **_):
         super().__init__()
+        self.embed_init = embed_init
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.convs = nn.ModuleList(Conv1dNLC(embed_dim, num_filters, w) for w in filter_widths)
         self.dropout = nn.Dropout(dropout)
@@ -46,15 +69,19 @@ class KimCNN(nn.Module):
         self.min_len = max(filter_widths)
 
     def reset_parameters(self) -> None:
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
+        for name, p in self.named_parameters():  # in order, so each parameter's draws sit at a fixed place in the stream
+            if p is self.embedding.weight:
+                init_embedding(p, self.embed_init)
+            elif p.dim() >= 2:
                 nn.init.xavier_normal_(p)
             else:
                 nn.init.zeros_(p)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(ids, lengths)))
+
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The pooled features [B, F] the output layer reads (ReLU'd max over time; see ticketkit.diagnostics)."""
         x = self.embedding(ids)
         # Under autocast each of the three convs would cast (and transpose to contiguous) the fp32 embedding output
         # on its own, and cast its gradient back; doing both once here is cheaper (bench/RESULTS.md, section "cnnforward").
@@ -69,8 +96,7 @@ class KimCNN(nn.Module):
         # position the same way (a tie may pick another of the tied positions), but its
         # kernel reads the channels-last conv output in place, forward and backward in ~0.3 ms where max with
         # indices takes ~2.5 ms per conv (1.07-1.14x an epoch, sections "engine-steps" and "cnnforward").
-        h = F.relu(torch.cat([F.adaptive_max_pool1d(conv(x), 1).squeeze(2) for conv in self.convs], dim=1))
-        return self.fc(self.dropout(h))
+        return F.relu(torch.cat([F.adaptive_max_pool1d(conv(x), 1).squeeze(2) for conv in self.convs], dim=1))
 
 
 class LSTMClassifier(nn.Module):
@@ -80,10 +106,13 @@ class LSTMClassifier(nn.Module):
     LSTM (it is causal, so real positions never see it) rather than pack_padded_sequence, which leaves
     oneDNN's fast path and is 3-7x slower on CPU.
     """
+    output_layer = "fc.weight"
+    dead_rule = "constant"  # a unit is dead when its pooled output is the same for every review (carries nothing)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 128, pooling: str = "mean",
-                 dropout: float = 0.5, num_classes: int = 2, **_):
+                 dropout: float = 0.5, num_classes: int = 2, embed_init: str = "xavier", **_):
         super().__init__()
+        self.embed_init = embed_init
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -92,24 +121,26 @@ class LSTMClassifier(nn.Module):
 
     def reset_parameters(self) -> None:
         for name, p in self.named_parameters():
-            if "weight_hh" in name:
+            if p is self.embedding.weight:
+                init_embedding(p, self.embed_init)
+            elif "weight_hh" in name:
                 for g in p.data.chunk(4, dim=0):  # orthogonal per gate, so each recurrent map is norm-preserving
                     nn.init.orthogonal_(g)
             elif p.dim() >= 2:
                 nn.init.xavier_normal_(p)
             else:
                 nn.init.zeros_(p)
-        with torch.no_grad():
-            self.embedding.weight[0].zero_()
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(ids, lengths)))
+
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The pooled hidden state [B, H] the output layer reads."""
         out, _ = self.lstm(self.embedding(ids))  # [B, L, H]
         real = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]).unsqueeze(2)
         if self.pooling == "max":
-            h = out.masked_fill(~real, float("-inf")).amax(dim=1)
-        else:
-            h = (out * real).sum(dim=1) / lengths.clamp(min=1)[:, None].to(out.dtype)
-        return self.fc(self.dropout(h))
+            return out.masked_fill(~real, float("-inf")).amax(dim=1)
+        return (out * real).sum(dim=1) / lengths.clamp(min=1)[:, None].to(out.dtype)
 
 
 register_model("cnn")(KimCNN)

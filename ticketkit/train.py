@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data import Encoded
+from .diagnostics import dead_units, diagnose
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import write_with
 
@@ -209,7 +211,9 @@ def evaluate(model, data, batch_size: int, device, amp_dtype=None):
         raise TicketkitError("cannot evaluate on an empty split")
     y, loss_sum, preds = feed.data.labels.numpy(), loss_sum.cpu(), preds.cpu().numpy()
     out = [{"loss": float(loss_sum[a]) / max(len(feed), 1), "accuracy": float(accuracy_score(y, preds[:, a])),
-            "macro_f1": float(f1_score(y, preds[:, a], average="macro"))} for a in range(preds.shape[1])]
+            "macro_f1": float(f1_score(y, preds[:, a], average="macro")),
+            "majority_share": float(np.bincount(preds[:, a]).max()) / max(len(preds), 1)}
+           for a in range(preds.shape[1])]
     return out if stacked else out[0]
 
 
@@ -221,9 +225,10 @@ class TrainResult:
     val: dict
     test: dict
     history: list
-    snapshots: dict = field(default_factory=dict)  # epoch -> state, for late resetting
+    snapshots: dict = field(default_factory=dict)  # "epoch:K" / "step:K" -> state, for late resetting
     seconds: float = 0.0
     stopped_early: bool = False
+    diagnostics: dict = field(default_factory=dict)  # ticketkit.diagnostics: collapsed, dead units, undertrained
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -239,14 +244,15 @@ def _save_checkpoint(path: Path, model, opt, best_state, snapshots, meta: dict) 
     t = {f"model.{k}": v for k, v in _state(model).items()}
     if best_state is not None:
         t.update({f"best.{k}": v for k, v in best_state.items()})
-    for e, s in snapshots.items():
-        t.update({f"snap{e}.{k}": v for k, v in s.items()})
+    tags = sorted(snapshots)
+    for i, tag in enumerate(tags):  # tensors are keyed by the tag's index: a tag ("step:50") is no safe key prefix
+        t.update({f"snap{i}.{k}": v for k, v in snapshots[tag].items()})
     sd = opt.state_dict()
     for i, st in sd["state"].items():
         for k, v in st.items():
             t[f"opt.{i}.{k}"] = v.detach().cpu().clone().contiguous() if torch.is_tensor(v) else torch.tensor(v)
     t["rng.torch"] = torch.get_rng_state()
-    meta = dict(meta, param_groups=sd["param_groups"], snapshots=sorted(snapshots))
+    meta = dict(meta, param_groups=sd["param_groups"], snapshots=tags)
     t = {k: v.contiguous() for k, v in t.items()}
     write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta)}))
 
@@ -262,7 +268,8 @@ def _load_checkpoint(path: Path, model, opt):
         return None  # unreadable checkpoint: start this training over (it was written atomically, so rare)
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in t.items() if k.startswith("best.")} or None
-    snaps = {e: {k[len(f"snap{e}."):]: v for k, v in t.items() if k.startswith(f"snap{e}.")} for e in meta["snapshots"]}
+    snaps = {tag: {k[len(f"snap{i}."):]: v for k, v in t.items() if k.startswith(f"snap{i}.")}
+             for i, tag in enumerate(meta["snapshots"])}
     state = {}
     for k, v in t.items():
         if k.startswith("opt."):
@@ -270,7 +277,7 @@ def _load_checkpoint(path: Path, model, opt):
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(t["rng.torch"])
-    return meta, best, {int(e): s for e, s in snaps.items()}
+    return meta, best, snaps
 
 
 def _diverged(desc: str, what: str, value, epoch: int) -> TrainingDiverged:
@@ -279,7 +286,7 @@ def _diverged(desc: str, what: str, value, epoch: int) -> TrainingDiverged:
 
 
 def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, desc: str, progress: bool,
-              active: list[bool] | None = None) -> list[float]:
+              active: list[bool] | None = None, on_step=None) -> list[float]:
     """One training epoch; the mean training loss (one per arm for a model of several arms, whose loss is the sum of
     the `active` arms' losses, so each arm gets exactly its own gradient). On the CPU a non-finite loss stops at once;
     on an accelerator losses are summed on the device and checked at the end of the epoch, so no step waits."""
@@ -312,6 +319,8 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
         used.sum().backward()
         masker.grads()
         opt.step()  # pruned weights stay exactly zero without a second multiply (see Masker)
+        if on_step is not None:
+            on_step()
         step = per_arm.detach().double() * len(idx)
         loss_sum = step if loss_sum is None else loss_sum + step
         n_seen += len(idx)
@@ -324,11 +333,12 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
 
 
 def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encoded, hp, seed: int,
-          device=None, snapshot_epochs=(), checkpoint: Path | None = None, progress: bool = True,
+          device=None, snapshots_at=(), checkpoint: Path | None = None, progress: bool = True,
           desc: str = "train", stop_flag=None) -> TrainResult:
     """Train `model` (already holding its starting weights) under `masks`; test at the best-validation state.
 
-    `snapshot_epochs`: keep the weights after these epochs (late resetting). `checkpoint`: a file rewritten after
+    `snapshots_at`: keep the weights at these points, "epoch:K" (after K epochs) or "step:K" (after K optimizer
+    steps), for late resetting. `checkpoint`: a file rewritten after
     every epoch; if it exists, training resumes from it and ends bit-identical to an uninterrupted run.
     `stop_flag`: a callable; if it returns True after an epoch (SIGINT), the checkpoint is saved and we raise.
     """
@@ -344,6 +354,7 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
     torch.manual_seed(seed)  # dropout stream; restored from the checkpoint on resume
 
     start, best_loss, best_state, best_epoch, bad, history, snapshots = 0, math.inf, None, -1, 0, [], {}
+    steps = 0  # optimizer steps taken, for "step:K" snapshots
     t0 = time.perf_counter()
     elapsed = 0.0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -351,21 +362,29 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
         if got is not None:
             meta, best_state, snapshots = got
             start, best_loss, best_epoch, bad, history = meta["epoch"], meta["best_loss"], meta["best_epoch"], meta["bad"], meta["history"]
-            elapsed = meta.get("seconds", 0.0)
+            elapsed, steps = meta.get("seconds", 0.0), meta.get("steps", 0)
             best_loss = math.inf if best_loss is None else best_loss
+    step_tags = {int(t[5:]): t for t in snapshots_at if t.startswith("step:")}
+
+    def on_step():
+        nonlocal steps
+        steps += 1
+        if steps in step_tags:
+            snapshots[step_tags[steps]] = _state(model)
 
     train_feed, val_feed = Feed(train_data, device), Feed(val_data, device)
     stopped_early = bad >= hp.patience
     for epoch in range(start, hp.epochs):
         if stopped_early:
             break
-        train_loss = run_epoch(model, opt, masker, train_feed, hp, seed, epoch, amp, desc, progress)[0]
+        train_loss = run_epoch(model, opt, masker, train_feed, hp, seed, epoch, amp, desc, progress,
+                               on_step=on_step if step_tags else None)[0]
         val = evaluate(model, val_feed, hp.eval_batch_size, device, amp)
         if not math.isfinite(val["loss"]):  # the last step can blow the weights up without a bad training loss
             raise _diverged(desc, "validation", val["loss"], epoch)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
-        if epoch + 1 in snapshot_epochs:
-            snapshots[epoch + 1] = _state(model)
+        if f"epoch:{epoch + 1}" in snapshots_at:
+            snapshots[f"epoch:{epoch + 1}"] = _state(model)
         if val["loss"] < best_loss:
             best_loss, best_state, best_epoch, bad = val["loss"], _state(model), epoch + 1, 0
         else:
@@ -377,17 +396,18 @@ def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encod
         if checkpoint is not None:
             _save_checkpoint(Path(checkpoint), model, opt, best_state, snapshots,
                              {"epoch": epoch + 1, "best_loss": best_loss if math.isfinite(best_loss) else None,
-                              "best_epoch": best_epoch, "bad": bad, "history": history,
+                              "best_epoch": best_epoch, "bad": bad, "history": history, "steps": steps,
                               "seconds": elapsed + time.perf_counter() - t0})
         if stop_flag is not None and stop_flag():
             raise KeyboardInterrupt
     if best_state is None:
         best_state = _state(model)
-    # Late resetting wants the weights after epoch K even if training stopped before K: use the last state then.
-    for k in snapshot_epochs:
-        snapshots.setdefault(k, _state(model))
+    # Late resetting wants the weights at epoch/step K even if training stopped before K: use the last state then.
+    for tag in snapshots_at:
+        snapshots.setdefault(tag, _state(model))
     model.load_state_dict(best_state)
     val = evaluate(model, val_feed, hp.eval_batch_size, device, amp)
     test = evaluate(model, test_data, hp.eval_batch_size, device, amp)
+    diag = diagnose(test["majority_share"], dead_units(model, val_feed, hp.eval_batch_size, amp), best_epoch, hp.epochs)
     return TrainResult(best_state, best_epoch, len(history), val, test, history, snapshots,
-                       seconds=elapsed + time.perf_counter() - t0, stopped_early=stopped_early)
+                       seconds=elapsed + time.perf_counter() - t0, stopped_early=stopped_early, diagnostics=diag)
