@@ -1,0 +1,146 @@
+"""The science defaults: embedding init, late resetting by steps, and the diagnostics that keep a dead or
+collapsed cell from being read as evidence."""
+import pytest
+import torch
+
+from ticketkit.config import FindConfig, TrainHparams
+from ticketkit.data import Encoded
+from ticketkit.diagnostics import diagnose, flags
+from ticketkit.models import MODELS, create_model
+from ticketkit.train import Feed, train
+
+
+def _data(n=96, length=20, vocab=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    ids = torch.randint(2, vocab, (n, length), generator=g)
+    ids[:, 0] = 2 + labels  # token 2 or 3 gives the label away: learnable in a few steps
+    lengths = torch.randint(5, length + 1, (n,), generator=g)
+    for i, L in enumerate(lengths):
+        ids[i, L:] = 0
+    return Encoded(ids, lengths, labels)
+
+
+def _hp(**kw):
+    hp = TrainHparams(epochs=3, batch_size=16, patience=2, precision="fp32")
+    for k, v in kw.items():
+        setattr(hp, k, v)
+    return hp
+
+
+KW = dict(embed_dim=16, num_filters=8, hidden_size=16)
+
+
+@pytest.mark.parametrize("init,std", [("xavier", (2 / (60 + 16)) ** 0.5), ("normal", 1.0), ("uniform", 0.5 / 12 ** 0.5)])
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_embed_init_sets_the_embedding_scale_only(arch, init, std):
+    base = create_model(arch, 60, seed=0, **KW).state_dict()
+    m = create_model(arch, 60, seed=0, embed_init=init, **KW).state_dict()
+    emb = m["embedding.weight"]
+    assert torch.equal(emb[0], torch.zeros_like(emb[0]))  # [PAD] stays zero
+    assert abs(float(emb[1:].std()) - std) < 0.25 * std
+    if init == "uniform":
+        assert float(emb.abs().max()) <= 0.25
+    # every other tensor draws from the same place in the seed's stream, whatever the embedding's init
+    same = [k for k in base if k != "embedding.weight" and torch.equal(base[k], m[k])]
+    assert len(same) == len(base) - 1
+
+
+def test_embed_init_is_validated():
+    cfg = FindConfig()
+    cfg.model.embed_init = "glorot"
+    with pytest.raises(Exception, match="model.embed_init"):
+        cfg.validate()
+
+
+def test_step_rewind_equals_the_weights_after_k_steps():
+    data = _data()
+    steps_per_epoch = -(-len(data) // 16)  # 6
+    a = create_model("cnn", 60, seed=0, **KW)
+    res = train(a, None, data, _data(seed=1), _data(seed=2), _hp(epochs=2), seed=5, device="cpu", progress=False,
+                snapshots_at=("step:3", f"step:{steps_per_epoch}", "epoch:1"))
+    # after a whole epoch of steps, the step snapshot is the epoch snapshot
+    s, e = res.snapshots[f"step:{steps_per_epoch}"], res.snapshots["epoch:1"]
+    assert all(torch.equal(s[k], e[k]) for k in s)
+    # and step:3 is what three steps give: the same training stopped after 3 optimizer steps
+    b = create_model("cnn", 60, seed=0, **KW)
+    short = Encoded(*(t for t in (data.ids, data.lengths, data.labels)))
+    from ticketkit.train import Masker, make_optimizer, run_epoch, resolve_precision
+    opt, masker = make_optimizer(b, 5e-3), Masker(b, None)
+    torch.manual_seed(5)
+    n = 0
+
+    class Stop(Exception):
+        pass
+
+    def on_step():
+        nonlocal n
+        n += 1
+        if n == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_epoch(b, opt, masker, Feed(short, "cpu"), _hp(), 5, 0, resolve_precision("fp32", torch.device("cpu")),
+                  "t", False, on_step=on_step)
+    three = b.state_dict()
+    assert all(torch.equal(res.snapshots["step:3"][k], three[k]) for k in three)
+    assert not all(torch.equal(res.snapshots["step:3"][k], e[k]) for k in three)
+
+
+def test_step_snapshot_survives_resume(tmp_path):
+    data = _data()
+    ck = tmp_path / "ck.safetensors"
+    a = create_model("cnn", 60, seed=0, **KW)
+    whole = train(a, None, data, _data(seed=1), _data(seed=2), _hp(epochs=3, patience=5), seed=5, device="cpu",
+                  progress=False, snapshots_at=("step:2",))
+    b = create_model("cnn", 60, seed=0, **KW)
+    flag = {"n": 0}
+
+    def stop():  # interrupt after the first epoch; the checkpoint holds the step snapshot taken during it
+        flag["n"] += 1
+        return flag["n"] == 1
+    with pytest.raises(KeyboardInterrupt):
+        train(b, None, data, _data(seed=1), _data(seed=2), _hp(epochs=3, patience=5), seed=5, device="cpu",
+              progress=False, snapshots_at=("step:2",), checkpoint=ck, stop_flag=stop)
+    c = create_model("cnn", 60, seed=0, **KW)
+    resumed = train(c, None, data, _data(seed=1), _data(seed=2), _hp(epochs=3, patience=5), seed=5, device="cpu",
+                    progress=False, snapshots_at=("step:2",), checkpoint=ck)
+    assert all(torch.equal(whole.snapshots["step:2"][k], resumed.snapshots["step:2"][k]) for k in whole.best_state)
+
+
+def test_a_killed_network_is_flagged_collapsed_with_every_filter_dead():
+    model = create_model("cnn", 60, seed=0, **KW)
+    with torch.no_grad():
+        for conv in model.convs:
+            conv.bias.fill_(-10.0)  # no pre-activation reaches 0: the ReLU never fires, nothing can learn
+    res = train(model, None, _data(), _data(seed=1), _data(seed=2), _hp(epochs=2), seed=0, device="cpu", progress=False)
+    d = res.diagnostics
+    assert d["collapsed"] and d["majority_share"] == 1.0
+    assert d["dead_units"] == d["units"] == 24 and d["dead_share"] == 1.0
+    assert "collapsed" in d["flags"] and "dead units" in d["flags"]
+
+
+def test_a_healthy_network_is_not_flagged_and_the_epoch_cap_is():
+    res = train(create_model("cnn", 60, seed=0, **KW), None, _data(), _data(seed=1), _data(seed=2), _hp(epochs=2),
+                seed=0, device="cpu", progress=False)
+    d = res.diagnostics
+    assert not d["collapsed"] and d["dead_share"] < 0.5
+    assert d["undertrained"] == (res.best_epoch == 2)  # still improving at the cap: flagged
+    assert flags(d) == (["undertrained"] if d["undertrained"] else [])
+
+
+def test_lstm_dead_units_are_constant_ones():
+    model = create_model("lstm", 60, seed=0, **KW)
+    with torch.no_grad():  # units 0-3 get no input and no recurrence: their output is the same for every review
+        model.lstm.weight_ih_l0.view(4, 16, 16)[:, :4] = 0
+        model.lstm.weight_hh_l0.view(4, 16, 16)[:, :4] = 0
+    from ticketkit.diagnostics import dead_units
+    dead, total = dead_units(model, Feed(_data(), "cpu"), 64)
+    assert total == 16 and dead == 4
+
+
+def test_diagnose_thresholds():
+    assert diagnose(0.99, (0, 10), 3, 20)["collapsed"]
+    assert not diagnose(0.98, (0, 10), 3, 20)["collapsed"]
+    assert diagnose(0.6, (5, 10), 3, 20)["flags"] == ["dead units"]
+    assert diagnose(0.6, (4, 10), 20, 20)["flags"] == ["undertrained"]
