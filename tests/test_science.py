@@ -144,3 +144,58 @@ def test_diagnose_thresholds():
     assert not diagnose(0.98, (0, 10), 3, 20)["collapsed"]
     assert diagnose(0.6, (5, 10), 3, 20)["flags"] == ["dead units"]
     assert diagnose(0.6, (4, 10), 20, 20)["flags"] == ["undertrained"]
+
+
+def test_find_seeds_gives_independent_searches(tiny_data, tmp_path, tiny_config):
+    from ticketkit.seeds import find_seeds
+
+    runs = find_seeds(tiny_config("cnn", levels=1), 3, data_dir=tiny_data, store=tmp_path, progress=False)
+    assert [r.config.seed for r in runs] == [0, 1, 2] and len({r.path for r in runs}) == 3
+    t = [r.ticket(1) for r in runs]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not torch.equal(t[a].init["convs.0.weight"], t[b].init["convs.0.weight"])  # init
+        assert not torch.equal(t[a].masks["convs.0.weight"], t[b].masks["convs.0.weight"])  # the search
+        assert runs[a].info["data"]["val_fingerprint"] != runs[b].info["data"]["val_fingerprint"]  # the split
+    # a second call reuses every finished run
+    again = find_seeds(tiny_config("cnn", levels=1), 3, data_dir=tiny_data, store=tmp_path, progress=False)
+    assert [r.path for r in again] == [r.path for r in runs]
+
+
+def _interrupted(tmp_path, seed=5):
+    """A training killed after its first epoch: (checkpoint path, the uninterrupted result)."""
+    data = _data()
+    ck = tmp_path / "ck.safetensors"
+    whole = train(create_model("cnn", 60, seed=0, **KW), None, data, _data(seed=1), _data(seed=2),
+                  _hp(epochs=3, patience=5), seed=seed, device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(create_model("cnn", 60, seed=0, **KW), None, data, _data(seed=1), _data(seed=2), _hp(epochs=3, patience=5),
+              seed=seed, device="cpu", progress=False, checkpoint=ck, stop_flag=lambda: True)
+    return ck, whole
+
+
+def _resume(ck):
+    return train(create_model("cnn", 60, seed=0, **KW), None, _data(), _data(seed=1), _data(seed=2),
+                 _hp(epochs=3, patience=5), seed=5, device="cpu", progress=False, checkpoint=ck)
+
+
+def test_a_bit_flip_in_a_checkpoint_is_caught_and_the_training_starts_over(tmp_path, capfd):
+    ck, whole = _interrupted(tmp_path)
+    raw = bytearray(ck.read_bytes())
+    raw[-200] ^= 0x01  # one bit inside the tensor data
+    ck.write_bytes(bytes(raw))
+    res = _resume(ck)
+    err = capfd.readouterr().err
+    assert "digest does not match" in err and "starts over" in err
+    assert all(torch.equal(res.best_state[k], whole.best_state[k]) for k in whole.best_state)  # as if never resumed
+
+
+def test_a_wrong_shaped_checkpoint_is_discarded_not_a_traceback(tmp_path, capfd):
+    from safetensors.torch import load_file, save_file
+
+    ck, whole = _interrupted(tmp_path)
+    t = load_file(str(ck))
+    t["model.fc.weight"] = torch.zeros(3, 3)
+    save_file(t, str(ck), metadata={"meta": '{"snapshots": []}', "sha256": "x"})
+    res = _resume(ck)
+    assert "unusable" in capfd.readouterr().err
+    assert all(torch.equal(res.best_state[k], whole.best_state[k]) for k in whole.best_state)

@@ -254,29 +254,60 @@ def _save_checkpoint(path: Path, model, opt, best_state, snapshots, meta: dict) 
     t["rng.torch"] = torch.get_rng_state()
     meta = dict(meta, param_groups=sd["param_groups"], snapshots=tags)
     t = {k: v.contiguous() for k, v in t.items()}
-    write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta)}))
+    write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta), "sha256": _tensors_digest(t)}))
+
+
+def _tensors_digest(t: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(t):
+        v = t[k].contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def _load_checkpoint(path: Path, model, opt):
+    """(meta, best state, snapshots) from a checkpoint, restoring model, optimizer and RNG; None (after one warning
+    line) when it is unreadable, fails its digest, or does not fit the model: the training then starts over from
+    its starting weights, which is what an uninterrupted run did, so the result is the same."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
-            meta = json.loads(f.metadata()["meta"])
+            md = f.metadata()
+            meta = json.loads(md["meta"])
             t = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception:
-        return None  # unreadable checkpoint: start this training over (it was written atomically, so rare)
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        if md.get("sha256") != _tensors_digest(t):
+            raise ValueError("its digest does not match its tensors")
+        own = model.state_dict()
+        mt = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+        bad = [k for k in own if k not in mt or mt[k].shape != own[k].shape or mt[k].dtype != own[k].dtype]
+        if bad or len(mt) != len(own):
+            raise ValueError(f"it does not fit the model ({(bad or ['extra tensors'])[0]})")
+        keep = {k: v.detach().clone() for k, v in own.items()}
+        try:
+            model.load_state_dict(mt)
+            state = {}
+            for k, v in t.items():
+                if k.startswith("opt."):
+                    _, i, name = k.split(".", 2)
+                    state.setdefault(int(i), {})[name] = v
+            opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            torch.set_rng_state(t["rng.torch"])
+        except Exception:
+            model.load_state_dict(keep)  # leave the starting weights as they were
+            raise
+    except Exception as e:
+        print(f"warning: checkpoint {path} is unusable ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+              f"this training starts over", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return None
     best = {k[5:]: v for k, v in t.items() if k.startswith("best.")} or None
     snaps = {tag: {k[len(f"snap{i}."):]: v for k, v in t.items() if k.startswith(f"snap{i}.")}
              for i, tag in enumerate(meta["snapshots"])}
-    state = {}
-    for k, v in t.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(t["rng.torch"])
     return meta, best, snaps
 
 
