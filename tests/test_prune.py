@@ -182,3 +182,21 @@ def test_row_control_keeps_every_embedding_row_count_exactly():
         assert int(r[n].sum()) == int(m[n].sum()) and not torch.equal(r[n], m[n])
     again = shuffled_rows_like(m, torch.Generator().manual_seed(0))
     assert all(torch.equal(again[n], r[n]) for n in m)  # reproducible from its generator
+
+
+def test_local_counts_predict_iterative_pruning_and_oneshot_lands_on_them():
+    from ticketkit.prune import local_counts, prune_to_counts
+
+    w = _weights()
+    m = full_masks(w, w)
+    predicted = local_counts(m, 0.4, 5, output_layer="a", output_factor=0.5)
+    it = m
+    for k in range(5):
+        it = prune(_weights(seed=k + 1), it, 0.4, "local", output_layer="a", output_factor=0.5)
+        assert {n: int(t.sum()) for n, t in it.items()} == predicted[k]
+    one = prune_to_counts(w, m, predicted[-1])  # straight from the dense weights to level 5's per-layer counts
+    assert {n: int(t.sum()) for n, t in one.items()} == predicted[-1]
+    for n in w:  # the largest magnitudes of the dense weights survive
+        assert w[n].abs()[one[n]].min() >= w[n].abs()[~one[n]].max()
+    g = prune_to_counts(w, m, 50)
+    assert sum(int(t.sum()) for t in g.values()) == 50

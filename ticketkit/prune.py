@@ -123,6 +123,37 @@ def prune(weights, masks: Masks, rate: float, scope: str = "local", layer_rates=
     return PRUNERS[scope](weights, masks, rate, layer_rates, output_layer, output_factor, floor)
 
 
+def local_counts(masks: Masks, rate: float, rounds: int, layer_rates: dict | None = None,
+                 output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> list[dict]:
+    """Per-layer survivor counts after each of `rounds` local rounds, without the weights: local pruning's counts
+    depend only on the counts before it (exact rounding, floor), so one-shot pruning can land on the iterative
+    ticket's per-layer counts of any level."""
+    counts = {n: int(m.sum()) for n, m in masks.items()}
+    out = []
+    for _ in range(rounds):
+        counts = {n: c - min(int(round(layer_rate(n, rate, layer_rates, output_layer, output_factor) * c)),
+                             c - floor_count(masks[n].numel(), c, floor)) for n, c in counts.items()}
+        out.append(dict(counts))
+    return out
+
+
+def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict[str, int] | int) -> Masks:
+    """One shot to given survivor counts: per layer (a dict: keep each layer's `counts[n]` largest survivors) or
+    in total under one global threshold (an int)."""
+    if isinstance(counts, int):
+        names = list(masks)
+        scores = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+        alive = torch.cat([masks[n].flatten() for n in names])
+        new = _prune_k(scores, alive, int(alive.sum()) - counts)
+        out, i = {}, 0
+        for n in names:
+            out[n] = new[i:i + masks[n].numel()].view_as(masks[n])
+            i += masks[n].numel()
+        return out
+    return {n: _prune_k(weights[n].detach().abs().flatten().float(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
+            for n, m in masks.items()}
+
+
 def shuffled_like(masks: Masks, generator: torch.Generator, within: Masks | None = None) -> Masks:
     """Random masks with exactly the per-layer counts of `masks` (the random-pruning control).
 
