@@ -113,7 +113,7 @@ def find(dataset, arch, recipe, data_dir, store, quiet, as_json, **flags):
 @click.option("--json", "as_json", is_flag=True)
 def ls_cmd(store, hub_user, as_json):
     """The runs and tickets in the store (incomplete ones are flagged)."""
-    from .report.show import hub_table, runs_table
+    from .report.store import hub_table, runs_table
     from .store import Store
 
     if hub_user:
@@ -192,7 +192,7 @@ def pull(spec, store, quiet, as_json):
     """Download a ticket or run from the Hugging Face Hub into the store (store/hub/<user>/<repo>/<commit>/) and
     verify it. It loads offline afterwards."""
     from .hub import pull as hub_pull
-    from .report.show import pulled
+    from .report.store import pulled
 
     _hub_progress(quiet)
     path = hub_pull(spec, store=store)

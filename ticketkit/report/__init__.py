@@ -4,10 +4,12 @@
     levels.py     a find run's levels (the table `find`/`show` print, levels.csv)
     transfer.py   a transfer experiment (results.csv, report.md, accuracy_vs_density.png, paired bootstrap CIs)
     sweep.py      a sweep (status table, report.md and cells.csv over its cells)
-    show.py       what `show`, `ls` and `pull` print about tickets, runs and the store
+    store.py      what `ls` and `pull` print (the store's runs, a Hub user's repos, pulled tickets)
+    show.py       what `show` prints about a ticket or a run
 
-A new report is one module here plus, if a command prints it, one line in cli.py. show.py is imported on its own
-(`from ticketkit.report.show import show`): it reads tickets and the Hub, which the other reports never need.
+A new report is one module here plus, if a command prints it, one line in cli.py. show.py and store.py are
+imported by name (`from ticketkit.report.show import show`): show.py loads tickets and reaches the Hub, which
+the reports that find and transfer write never need.
 """
 from .levels import levels_csv, levels_table  # noqa: F401
 from .sweep import report_sweep, status_text, summarize  # noqa: F401
