@@ -1,6 +1,5 @@
 """ticketkit: lottery-ticket research on text classifiers."""
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: F401
 from .errors import IntegrityError, TicketkitError, TrainingDiverged  # noqa: E402
 from .config import DataHparams, FindConfig, ModelHparams, PruneHparams, TrainHparams  # noqa: E402
 from .models import create_model, MODELS  # noqa: E402

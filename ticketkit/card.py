@@ -3,18 +3,26 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "yelp2": "fancyzhx/yelp_polarity"}
+from .data import DATASETS
+
+# The Hub's search tags of every ticket: the cards' metadata and Ticket's ModelHubMixin both take them from here.
+TAGS = ("lottery-ticket", "pruning", "text-classification")
+
+
+def _hub_dataset(name: str) -> str:
+    """The dataset's Hub id, from data.py's registry (a name it does not know is kept as it is)."""
+    return DATASETS[name].hub_id if name in DATASETS else name
 
 
 def _card_data(arch: str, dataset: str, rows: list[dict], model_name: str) -> ModelCardData:
-    evals = [EvalResult(task_type="text-classification", dataset_type=HUB_DATASETS.get(dataset, dataset),
+    evals = [EvalResult(task_type="text-classification", dataset_type=_hub_dataset(dataset),
                         dataset_name=dataset, dataset_split="test", metric_type="accuracy",
                         metric_value=round(r["test_accuracy"], 4),
                         metric_name=f"test accuracy at {r['density_prunable'] * 100:.2f}% weights remaining (level {r['level']})")
              for r in rows if r.get("test_accuracy") is not None]
     return ModelCardData(library_name="ticketkit", license="apache-2.0",
-                         tags=["lottery-ticket", "pruning", "ticketkit", arch, "text-classification"],
-                         datasets=[HUB_DATASETS.get(dataset, dataset)], model_name=model_name,
+                         tags=[*TAGS[:2], "ticketkit", arch, *TAGS[2:]],  # the order published cards carry
+                         datasets=[_hub_dataset(dataset)], model_name=model_name,
                          eval_results=evals or None, pipeline_tag="text-classification")
 
 

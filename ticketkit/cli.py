@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import FindConfig, cli_fields, from_dict, load_recipe, merge, set_path
+from .config import FindConfig, cli_fields
 from .errors import TicketkitError
 
 
@@ -63,21 +63,9 @@ class SigintFlag:
 
 
 def build_find_config(recipe: str | None, dataset: str | None, arch: str | None, flags: dict) -> FindConfig:
-    d: dict = {}
-    if recipe:
-        d = load_recipe(recipe)
-        d.pop("transfer", None)  # a transfer recipe's own table; find ignores it
-        d.pop("sweep", None)
-        cfg = from_dict(FindConfig, d, "recipe")  # unknown keys / wrong types fail here, before any training
-        d = cfg.to_dict()
-    if dataset:
-        set_path(d, ("data", "dataset"), dataset)
-    if arch:
-        set_path(d, ("model", "arch"), arch)
-    for key, v in flags.items():
-        if key.startswith("cfg__") and v is not None:
-            set_path(d, tuple(key[5:].split("__")), v)
-    return FindConfig.from_dict(merge(FindConfig().to_dict(), d)).validate()
+    """click's cfg__train__lr options -> FindConfig.from_recipe's {("train", "lr"): ...} overrides."""
+    over = {tuple(k[5:].split("__")): v for k, v in flags.items() if k.startswith("cfg__")}
+    return FindConfig.from_recipe(recipe, dataset, arch, over)
 
 
 def _command_line() -> str:
@@ -113,18 +101,10 @@ def find(dataset, arch, recipe, data_dir, store, quiet, as_json, **flags):
     cfg = build_find_config(recipe, dataset, arch, flags)
     with SigintFlag() as stop:
         run = find_ticket(cfg, data_dir=data_dir, store=store, progress=not quiet, command=_command_line(), stop_flag=stop)
+    from .report import levels_table
+
     info = run.info
-    _emit({"run": str(run.path), **info}, as_json, _levels_table(info, run.path))
-
-
-def _levels_table(info: dict, path) -> str:
-    from .report import format_table
-
-    rows = [[r["level"], f"{r['density_prunable'] * 100:.3f}", f"{r['density_all'] * 100:.3f}",
-             f"{r['test_accuracy'] * 100:.2f}", f"{r['test_macro_f1'] * 100:.2f}", r["best_epoch"], r["epochs"],
-             f"{r['seconds']:.0f}"] for r in info.get("levels", [])]
-    head = ["level", "% remaining", "% all weights", "test acc", "macro-F1", "best ep", "epochs", "seconds"]
-    return f"run {path}\n" + format_table(head, rows)
+    _emit({"run": str(run.path), **info}, as_json, levels_table(info, run.path))
 
 
 @main.command("ls")
@@ -133,29 +113,17 @@ def _levels_table(info: dict, path) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def ls_cmd(store, hub_user, as_json):
     """The runs and tickets in the store (incomplete ones are flagged)."""
-    from .report import format_table
+    from .report.store import hub_table, runs_table
     from .store import Store
 
     if hub_user:
         from .hub import list_hub
 
         items = list_hub(hub_user)
-        _emit(items, as_json, format_table(["repo", "last modified", "tags"],
-                                           [[i["id"], i.get("last_modified", ""), ",".join(i.get("tags", []))] for i in items]))
+        _emit(items, as_json, hub_table(items))
         return
     runs = Store(store).runs()
-    rows = []
-    for r in runs:
-        lv = r.get("levels") if isinstance(r.get("levels"), list) else []
-        status = r.get("status", "?") + (f" ({len(r['incomplete_tickets'])} incomplete ticket(s))" if r.get("incomplete_tickets") else "")
-        try:
-            nums = [f"{lv[-1]['density_prunable'] * 100:.2f}", f"{lv[0]['test_accuracy'] * 100:.2f}",
-                    f"{lv[-1]['test_accuracy'] * 100:.2f}"] if lv else ["", "", ""]
-        except (KeyError, TypeError, IndexError):  # a run.json edited by hand: list it, don't crash
-            nums, status = ["", "", ""], "corrupt"
-        rows.append([r["name"], r.get("kind", "?"), status, len(lv) or r.get("tickets", 0), *nums])
-    _emit(runs, as_json, format_table(["run", "kind", "status", "levels", "% remaining", "dense acc", "sparsest acc"], rows)
-          if rows else f"no runs in {Store(store).root}")
+    _emit(runs, as_json, runs_table(runs) or f"no runs in {Store(store).root}")
 
 
 @main.command()
@@ -165,36 +133,12 @@ def ls_cmd(store, hub_user, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show(ref, level, store, as_json):
     """A ticket's or run's config, levels, measured densities and accuracies."""
-    from .store import Store
+    from .report.show import show as describe
 
-    st = Store(store)
-    p = Path(ref)
-    if not ref.startswith("hf://") and not p.exists():
-        p = st.root / ref if (st.root / ref).exists() else None
-    if p is not None and (p / "run.json").exists() and level is None:
-        info = Store(p.parent)._describe(p)  # lists corrupt and interrupted runs as such instead of failing
-        if info.get("status") == "corrupt":
-            _emit(info, as_json, f"run {p}\nstatus corrupt: {info.get('error')}")
-            sys.exit(3)
-        cfg = info.get("config", {})
-        try:
-            table = _levels_table(info, p)
-        except (KeyError, TypeError):
-            table = f"run {p}\n(run.json levels are malformed: run `ticketkit verify {p}`)"
-        states = f"\ntickets {info.get('tickets', 0)} complete" + (
-            f", incomplete: {', '.join(info['incomplete_tickets'])}" if info.get("incomplete_tickets") else "")
-        _emit(info, as_json, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}")
-        return
-    from .ticket import Ticket
-
-    t = Ticket.load(st.resolve(ref, level))
-    c = t.config
-    layers = "\n".join(f"  {n}: {d * 100:.3f}%" for n, d in c["density"]["layers"].items())
-    text = (f"ticket {t.path}\nrun {c.get('run')}  level {c.get('level')}  arch {t.arch}  dataset {c['find']['data']['dataset']}\n"
-            f"% weights remaining: {c['density']['prunable'] * 100:.3f} (prunable), {c['density']['all'] * 100:.3f} (all)\n"
-            f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}\n"
-            f"per-layer % remaining:\n{layers}\nconfig {json.dumps(c['find'], sort_keys=True)}")
-    _emit(c, as_json, text)
+    shown = describe(ref, level, store)
+    _emit(shown.data, as_json, shown.text)
+    if shown.exit_code:
+        sys.exit(shown.exit_code)
 
 
 @main.command()
@@ -247,22 +191,12 @@ def push(ref, repo_id, private, level, store, quiet, as_json):
 def pull(spec, store, quiet, as_json):
     """Download a ticket or run from the Hugging Face Hub into the store (store/hub/<user>/<repo>/<commit>/) and
     verify it. It loads offline afterwards."""
-    from .fsio import read_json
     from .hub import pull as hub_pull
-    from .report import format_table
-    from .store import level_dirs
+    from .report.store import pulled
 
     _hub_progress(quiet)
     path = hub_pull(spec, store=store)
-    dirs = [path] if (path / "manifest.json").exists() else level_dirs(path)
-    rows = []
-    for d in dirs:
-        c = read_json(d / "config.json")
-        rows.append({"ticket": str(d), "level": c.get("level"), "density_prunable": c["density"]["prunable"],
-                     "test_accuracy": c.get("metrics", {}).get("test_accuracy")})
-    table = format_table(["ticket", "level", "% remaining", "test acc"],
-                         [[r["ticket"], r["level"], f"{r['density_prunable'] * 100:.3f}",
-                           "" if r["test_accuracy"] is None else f"{r['test_accuracy'] * 100:.2f}"] for r in rows])
+    rows, table = pulled(path)
     spec_ref = spec[5:] if spec.startswith("hf://") else spec
     _emit({"path": str(path), "commit": path.name, "tickets": rows}, as_json,
           f"pulled {spec_ref.partition('@')[0]}@{path.name} into {path}\n{table}\n"
@@ -317,11 +251,12 @@ def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, stor
 @click.option("--json", "as_json", is_flag=True)
 def sweep_status(ref, store, as_json):
     """Done / running / failed / pending per cell of SWEEP (a sweep-<hash> directory or name), from its files."""
-    from .sweep import cell_states, resolve_sweep, status_table, summarize
+    from .report import status_text, summarize
+    from .sweep import cell_states, resolve_sweep
 
     sd = resolve_sweep(ref, store)
     states = cell_states(sd)
-    _emit({"sweep": str(sd), **summarize(states), "cells": states}, as_json, status_table(sd))
+    _emit({"sweep": str(sd), **summarize(states), "cells": states}, as_json, status_text(sd.name, states))
 
 
 TRANSFER_DATA_FLAGS = {("data", "max_train"), ("data", "max_test"), ("data", "val_fraction")}
@@ -426,9 +361,9 @@ def report(ref, store, as_json):
                                  f"({len(matches)} match): pass its directory; see `ticketkit ls`")
         p = matches[0]
     if (p / "sweep.json").exists():  # a sweep (`ticketkit sweep`): one report over all its cells
-        from .sweep import report_sweep
+        from .sweep import cell_states, report_sweep
 
-        md = report_sweep(p)
+        md = report_sweep(p, cell_states(p))
         _emit({"report": str(md), "csv": str(p / "cells.csv")}, as_json,
               f"{md.read_text().split('## Cells')[0].rstrip()}\nwrote {md}, {p / 'cells.csv'}")
         return

@@ -159,6 +159,26 @@ class FindConfig:
     def from_dict(cls, d: dict, where: str = "config") -> "FindConfig":
         return from_dict(cls, d, where)
 
+    @classmethod
+    def from_recipe(cls, recipe: str | Path | None = None, dataset: str | None = None, arch: str | None = None,
+                    overrides: dict | None = None) -> "FindConfig":
+        """The defaults, then the recipe's tables, then dataset/arch, then `overrides` ({("train", "lr"): 0.01}),
+        validated. What `ticketkit find` runs; a transfer recipe's [transfer] and a sweep's [sweep] are ignored."""
+        d: dict = {}
+        if recipe:
+            d = load_recipe(recipe)
+            d.pop("transfer", None)  # a transfer recipe's own table; find ignores it
+            d.pop("sweep", None)
+            d = from_dict(cls, d, "recipe").to_dict()  # unknown keys / wrong types fail here, before any training
+        if dataset:
+            set_path(d, ("data", "dataset"), dataset)
+        if arch:
+            set_path(d, ("model", "arch"), arch)
+        for path, v in (overrides or {}).items():
+            if v is not None:
+                set_path(d, tuple(path), v)
+        return cls.from_dict(merge(cls().to_dict(), d)).validate()
+
 
 def config_hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -10,8 +10,6 @@ inside a level, the training engine checkpoints every epoch.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -19,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import FindConfig, config_hash
 from .data import Encoded, build_tokenizer, encode, load_raw, load_tokenizer, make_splits, tokenizer_hash
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .prune import densities, full_masks, nonzero_density, prune, shuffled_like
+from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, pick_level
 from .ticket import Ticket, param_spec
 from .train import train
@@ -369,13 +368,3 @@ class _Search:
         ticket.save(ld, overwrite=True)
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
         ck.unlink(missing_ok=True)  # the ticket supersedes the in-level checkpoint
-
-
-def _csv(rows: list[dict]) -> str:
-    cols = ["level", "density_prunable", "density_all", "density_nonzero", "val_accuracy", "test_accuracy",
-            "test_macro_f1", "best_epoch", "epochs", "seconds"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()

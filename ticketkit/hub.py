@@ -11,136 +11,35 @@ as plain files, into the store, where they are verified before they are visible.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import IntegrityError, TicketkitError
 from .fsio import fsync_dir, public_mode, read_json, write_with
-from .store import LEVEL_RE, Store, level_dirs
-from .ticket import TICKET_FILES, Ticket
+# hub_errors, parse_spec, require_token live in the leaf hubspec (ticket.py needs them too); importable from here
+from .hubspec import SHA_RE, hub_errors, offline, parse_spec, require_token  # noqa: F401
+from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs
+from .ticket import TICKET_DIR_FILES, Ticket, load_from_hub  # noqa: F401  (load_from_hub: importable from here)
 
-TICKET_DIR_FILES = (*TICKET_FILES, "manifest.json")
 RUN_FILES = ("README.md", "run.json", "levels.csv", "tokenizer.json")
 # Files a push owns: on a later push to the same repo, stale ones are deleted in the same commit, so a repo never
 # mixes an old single ticket with a new run's levels. Anything else a user added to the repo is left alone.
 OWNED = ("level-*", *TICKET_DIR_FILES, *RUN_FILES)
 ALLOW = [*TICKET_DIR_FILES, *RUN_FILES, *(f"level-*/{f}" for f in TICKET_DIR_FILES)]  # what a pull downloads
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-LOGIN_HINT = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
-
-
-# ---------------------------------------------------------------------------------------------------- errors
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-@contextlib.contextmanager
-def hub_errors(repo_id: str, revision: str | None = None):
-    """Turn huggingface_hub's exceptions into one-line TicketkitErrors that say what to do."""
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RemoteEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-    from huggingface_hub.errors import HTTPError as TransportError  # the HTTP client's base error (connect, timeout)
-
-    where = f"{repo_id}@{revision}" if revision else repo_id
-    try:
-        yield
-    except TicketkitError:
-        raise
-    except RevisionNotFoundError:
-        raise TicketkitError(f"{repo_id} has no revision {revision!r}: give an existing branch, tag or commit "
-                             f"(or drop @{revision} for main)") from None
-    except GatedRepoError:
-        raise TicketkitError(f"{repo_id} is gated: accept its terms on the Hub, then {LOGIN_HINT}") from None
-    except RepositoryNotFoundError:
-        raise TicketkitError(f"repository {where} not found on {_endpoint()} (or it is private and you may not read "
-                             f"it{', or has no such revision' if revision else ''}): check the id, or {LOGIN_HINT}") from None
-    except RemoteEntryNotFoundError as e:
-        raise TicketkitError(f"{where} lacks a file ticketkit needs ({_first_line(e)}): it is not a ticketkit ticket "
-                             f"repo") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        if _offline():
-            raise TicketkitError(f"{where} is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading it: "
-                                 f"unset HF_HUB_OFFLINE and pull it once") from None
-        raise TicketkitError(f"cannot reach the Hub at {_endpoint()} to fetch {where}, and it is not cached: check "
-                             f"your network (or HF_ENDPOINT)") from None
-    except HfHubHTTPError as e:
-        status = getattr(e.response, "status_code", None)
-        msg = (e.server_message or "").strip().splitlines()[0][:160] if e.server_message else ""
-        if status == 401:
-            raise TicketkitError(f"the Hub at {_endpoint()} refused your credentials for {repo_id} (401"
-                                 f"{': ' + msg if msg else ''}): {LOGIN_HINT} with a valid token") from None
-        if status == 403:
-            raise TicketkitError(f"your token may not do this on {repo_id} (403): use a token with write access to "
-                                 f"its namespace ({LOGIN_HINT})") from None
-        if status is not None and status >= 500:
-            raise TicketkitError(f"the Hub at {_endpoint()} failed ({status}) on {where}: try again later") from None
-        raise TicketkitError(f"the Hub at {_endpoint()} refused the request for {where} ({status}"
-                             f"{': ' + msg if msg else ''})") from None
-    except HFValidationError:
-        raise TicketkitError(f"{repo_id!r} is not a valid Hub repo id: use user/repo[@revision]") from None
-    except ValueError as e:  # huggingface_hub's own checks, e.g. "Invalid metadata in README.md"
-        raise TicketkitError(f"the Hub refused {where}: {' '.join(str(e).split())[:200]}") from None
-    except (TransportError, ConnectionError, TimeoutError) as e:
-        raise TicketkitError(f"cannot reach the Hub at {_endpoint()} ({type(e).__name__}): check your network or "
-                             f"HF_ENDPOINT; already-pulled tickets still load with HF_HUB_OFFLINE=1") from None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [x for x in str(e).splitlines() if x.strip()]
-    return lines[-1][:160] if lines else type(e).__name__
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """'hf://user/repo@rev' or 'user/repo' -> ('user/repo', 'rev' | None)."""
-    from huggingface_hub.utils import validate_repo_id
-
-    s = spec[5:] if spec.startswith("hf://") else spec
-    repo_id, _, rev = s.partition("@")
-    repo_id = repo_id.strip("/")
-    if repo_id.count("/") != 1 or any(not p for p in repo_id.split("/")):
-        raise TicketkitError(f"{spec!r} is not a Hub repo: use user/repo[@revision]")
-    with hub_errors(repo_id, rev or None):
-        validate_repo_id(repo_id)
-    return repo_id, rev or None
-
-
-def require_token(token: str | None = None) -> str:
-    """The token from the argument, HF_TOKEN or `huggingface-cli login`; checked before anything is sent."""
-    from huggingface_hub import get_token
-
-    token = token or get_token()
-    if not token:
-        raise TicketkitError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}, then push again")
-    return token
 
 
 # ---------------------------------------------------------------------------------------------------- push
-def _is_ticket(p: Path) -> bool:
-    return (p / "ticket.safetensors").exists() or (p / "manifest.json").exists()
-
-
 def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = None) -> tuple[dict[str, Path | bytes], str, str]:
     """What a push would upload: {path in repo: local file or bytes}, the commit message, and what it is.
     Only verified tickets go up; training leftovers (trained/, checkpoints/) never do."""
     from .card import level_row, run_card
 
     st = store if isinstance(store, Store) else Store(store)
-    ticket_dir = st.resolve(ref, level)
+    ticket_dir = resolve_ref(ref, level, st)
     run_dir = ticket_dir.parent
-    whole_run = level is None and LEVEL_RE.match(ticket_dir.name) and not _is_ticket(Path(ref)) \
+    whole_run = level is None and LEVEL_RE.match(ticket_dir.name) and not is_ticket_dir(Path(ref)) \
         and (run_dir / "run.json").exists()
     files: dict[str, Path | bytes] = {}
     if not whole_run:
@@ -220,7 +119,7 @@ def ticket_files(paths: list[str]) -> list[str]:
 
 def verify_tree(d: Path) -> int:
     """Verify every ticket in a pulled directory (the root, or each level-NN/); returns how many."""
-    if _is_ticket(d):
+    if is_ticket_dir(d):
         Ticket.load(d, verify=True)
         return 1
     levels = sorted(p for p in d.iterdir() if p.is_dir() and LEVEL_RE.match(p.name))
@@ -241,7 +140,7 @@ def _snapshot(repo_id: str, rev: str | None, token) -> str:
     def cached() -> str:
         return snapshot_download(repo_id, revision=rev, local_files_only=True, allow_patterns=ALLOW, token=token)
 
-    if _offline():
+    if offline():
         return cached()
     try:
         info = HfApi(token=token).model_info(repo_id, revision=rev or "main")
@@ -305,6 +204,15 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
     return dest
 
 
+def resolve_ref(ref: str, level: str | None = None, store=None) -> Path:
+    """A ticket directory for what a user typed: a ticket path, a run path or name (its sparsest level unless
+    `level`), or hf://user/repo[@rev], pulled into the store first. The one place that turns hf:// into a path."""
+    st = store if isinstance(store, Store) else Store(store)
+    if ref.startswith("hf://"):
+        ref = str(pull(ref[5:], store=st))
+    return st.resolve(ref, level)
+
+
 # ---------------------------------------------------------------------------------------------------- list
 def list_hub(user: str, token: str | None = None) -> list[dict]:
     """The ticketkit repos a user or org has published (newest first)."""
@@ -315,38 +223,3 @@ def list_hub(user: str, token: str | None = None) -> list[dict]:
     out = [{"id": m.id, "last_modified": m.last_modified.isoformat() if m.last_modified else "",
             "tags": [t for t in (m.tags or []) if t != "ticketkit"]} for m in models]
     return sorted(out, key=lambda r: r["last_modified"], reverse=True)
-
-
-# ---------------------------------------------------------------------------------------------------- Ticket.from_pretrained
-def load_from_hub(repo_id: str, revision: str | None = None, subfolder: str | None = None, cache_dir=None,
-                  token=None, force_download: bool = False, local_files_only: bool = False) -> Ticket:
-    """Download one ticket (the repo root, or `subfolder` of a run) through the Hugging Face cache and load it
-    verified. The cache holds symlinks, which a ticket directory refuses, so it is loaded from a plain copy."""
-    from huggingface_hub import snapshot_download
-
-    sub = (subfolder or "").strip("/")
-    if sub and not LEVEL_RE.match(sub):
-        raise TicketkitError(f"subfolder {subfolder!r}: a run's tickets are in level-NN/ subfolders")
-    prefix = f"{sub}/" if sub else ""
-    with hub_errors(repo_id, revision):
-        local = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                       force_download=force_download, local_files_only=local_files_only,
-                                       allow_patterns=[prefix + f for f in TICKET_DIR_FILES] + ["run.json"]))
-    src = local / sub if sub else local
-    where = f"{repo_id}@{local.name[:12]}" + (f"/{sub}" if sub else "")
-    if not (src / "ticket.safetensors").exists():
-        if not sub and (local / "run.json").exists():
-            n = len(read_json(local / "run.json").get("levels", []))
-            raise TicketkitError(f"{repo_id} is a run of {n} levels: pass subfolder='level-NN' (0 to {n - 1}), or "
-                                 f"`ticketkit pull {repo_id}` for all of them")
-        raise TicketkitError(f"{where} holds no ticket (no ticket.safetensors): it is not a ticketkit ticket repo")
-    with tempfile.TemporaryDirectory(prefix="ticketkit-hub-") as tmp:
-        for f in TICKET_DIR_FILES:
-            if (src / f).exists():
-                shutil.copyfile(src / f, Path(tmp) / f)  # follows the cache's symlink to the blob
-        try:
-            ticket = Ticket.load(tmp, verify=True)
-        except TicketkitError as e:
-            raise IntegrityError(f"refused {where}: {str(e).replace(str(tmp), 'the ticket')}") from None
-    ticket.path = src
-    return ticket

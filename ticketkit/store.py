@@ -69,18 +69,19 @@ class Store:
         for d in sorted(self.root.iterdir()):
             if d.name.startswith(".") or not d.is_dir() or d.name == "hub":
                 continue
-            out.append(self._describe(d))
+            out.append(self.describe(d))
         hub = self.root / "hub"
         if hub.is_dir():
             for d in sorted(hub.glob("*/*/*")):
                 if d.is_dir() and not d.name.startswith("."):
-                    r = self._describe(d)
-                    if r.get("kind") == "find":  # a pulled run is someone else's: never `newest("find")`
+                    r = self.describe(d)
+                    if r.get("kind") == "find":  # a pulled run is someone else's: never the default transfer source
                         r["kind"] = "pulled-run"
                     out.append({**r, "source": f"hf://{d.parent.parent.name}/{d.parent.name}@{d.name}"})
         return [r for r in out if kind is None or r.get("kind") == kind]
 
-    def _describe(self, d: Path) -> dict:
+    def describe(self, d: Path) -> dict:
+        """One directory of the store as `ls` lists it: its kind and status (corrupt, interrupted, ... included)."""
         name = str(d.relative_to(self.root))
         if (d / "run.json").exists():
             try:
@@ -103,7 +104,7 @@ class Store:
             return {"name": name, "path": str(d), "kind": "transfer", "status": status}
         if (d / "sweep.json").exists():  # `ticketkit sweep status` tells its cells' states
             return {"name": name, "path": str(d), "kind": "sweep", "status": "sweep"}
-        if (d / "manifest.json").exists() or (d / "ticket.safetensors").exists():
+        if is_ticket_dir(d):
             return {"name": name, "path": str(d), "kind": "ticket", "status": "complete" if (d / "manifest.json").exists() else "incomplete"}
         if any(LEVEL_RE.match(p.name) for p in d.iterdir()):
             return {"name": name, "path": str(d), "kind": "pulled-run", "status": "complete"}
@@ -124,21 +125,13 @@ class Store:
         except OSError:  # read-only store: nobody can be writing it either
             return False
 
-    def newest(self, kind: str = "find", dataset: str | None = None) -> Path | None:
-        runs = [r for r in self.runs(kind) if r.get("status") == "complete"
-                and (dataset is None or r.get("config", {}).get("data", {}).get("dataset") == dataset)]
-        if not runs:
-            return None
-        return Path(max(runs, key=lambda r: r.get("finished", ""))["path"])
-
     # ------------------------------------------------------------------ resolving what the user typed
     def resolve(self, ref: str, level: str | None = None) -> Path:
-        """A ticket directory for: a ticket path, a run path or name (its sparsest level unless `level`),
-        or hf://user/repo[@rev] (pulled into the store first)."""
-        if ref.startswith("hf://"):
-            from .hub import pull
-
-            return self.resolve(str(pull(ref[5:], store=self)), level)
+        """A ticket directory for: a ticket path, or a run path or name (its sparsest level unless `level`).
+        Local only: hf://user/repo refs go through `ticketkit.hub.resolve_ref`, which pulls them first."""
+        if ref.startswith("hf://"):  # the store never reaches the network (hub.py imports store, not the reverse)
+            raise TicketkitError(f"{ref} is on the Hub: resolve it with ticketkit.hub.resolve_ref, which pulls it "
+                                 f"into the store first")
         p = Path(ref)
         if not p.exists():
             matches = [d for d in (self.root.iterdir() if self.root.is_dir() else []) if d.name == ref] or \
@@ -148,7 +141,7 @@ class Store:
             if not matches:
                 raise TicketkitError(f"no ticket or run called {ref!r} (not a path, and not in the store {self.root}); see `ticketkit ls`")
             p = matches[0]
-        if (p / "ticket.safetensors").exists() or (p / "manifest.json").exists():
+        if is_ticket_dir(p):
             if level is not None:
                 raise TicketkitError(f"{p} is a single ticket: --level applies to runs only")
             return p
@@ -156,6 +149,11 @@ class Store:
         if not levels:
             raise TicketkitError(f"{p} holds no tickets (no level-NN/ with a manifest): is the run finished? see `ticketkit show {p}`")
         return pick_level(levels, level)
+
+
+def is_ticket_dir(p: Path) -> bool:
+    """A ticket directory, complete or not: it holds ticket.safetensors or a manifest (a run holds level-NN/)."""
+    return (Path(p) / "ticket.safetensors").exists() or (Path(p) / "manifest.json").exists()
 
 
 def ticket_states(run: Path) -> dict:

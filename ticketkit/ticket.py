@@ -24,16 +24,20 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelHubMixin
 
-from . import __version__
+from .card import TAGS
 from .errors import IntegrityError, TicketkitError
 from .fsio import fsync_dir, public_mode, read_json, sha256_file, write_json, write_text, write_with
+from .hubspec import hub_errors, require_token
+from .store import LEVEL_RE
+from .version import __version__
 
 TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md")
+TICKET_DIR_FILES = (*TICKET_FILES, "manifest.json")  # what a ticket directory holds once complete
 FORMAT_VERSION = 1
 KINDS = ("init", "mask", "rewind")
 
 
-class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "pruning", "text-classification"],
+class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
              repo_url="https://github.com/ticketkit/ticketkit"):
     def __init__(self, config: dict, init: dict, mask: dict, rewind: dict, tokenizer=None, path: Path | None = None):
         self.config = config
@@ -222,8 +226,6 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
         sub = kw.get("subfolder")
         if os.path.isdir(model_id):
             return cls.load(Path(model_id) / sub if sub else model_id)
-        from .hub import load_from_hub
-
         return load_from_hub(model_id, revision=revision, subfolder=sub, cache_dir=cache_dir, token=token,
                              force_download=force_download, local_files_only=local_files_only)
 
@@ -239,8 +241,6 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
     def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, **kw):
         """The mixin's push (save_pretrained into a temp dir, one upload_folder commit), after a token check, with
         a commit message that names the ticket and one-line errors."""
-        from .hub import hub_errors, require_token
-
         token = require_token(token)
         msg = commit_message or (f"ticketkit: run {self.config.get('run')} level {self.config.get('level')} "
                                  f"({self.density * 100:.2f}% weights remaining)")
@@ -250,6 +250,40 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=["lottery-ticket", "p
     def __repr__(self) -> str:
         return (f"Ticket(arch={self.arch!r}, level={self.config.get('level')}, density={self.density:.4%}, "
                 f"test_accuracy={self.config.get('metrics', {}).get('test_accuracy')})")
+
+
+def load_from_hub(repo_id: str, revision: str | None = None, subfolder: str | None = None, cache_dir=None,
+                  token=None, force_download: bool = False, local_files_only: bool = False) -> "Ticket":
+    """Download one ticket (the repo root, or `subfolder` of a run) through the Hugging Face cache and load it
+    verified. The cache holds symlinks, which a ticket directory refuses, so it is loaded from a plain copy."""
+    from huggingface_hub import snapshot_download
+
+    sub = (subfolder or "").strip("/")
+    if sub and not LEVEL_RE.match(sub):
+        raise TicketkitError(f"subfolder {subfolder!r}: a run's tickets are in level-NN/ subfolders")
+    prefix = f"{sub}/" if sub else ""
+    with hub_errors(repo_id, revision):
+        local = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+                                       force_download=force_download, local_files_only=local_files_only,
+                                       allow_patterns=[prefix + f for f in TICKET_DIR_FILES] + ["run.json"]))
+    src = local / sub if sub else local
+    where = f"{repo_id}@{local.name[:12]}" + (f"/{sub}" if sub else "")
+    if not (src / "ticket.safetensors").exists():
+        if not sub and (local / "run.json").exists():
+            n = len(read_json(local / "run.json").get("levels", []))
+            raise TicketkitError(f"{repo_id} is a run of {n} levels: pass subfolder='level-NN' (0 to {n - 1}), or "
+                                 f"`ticketkit pull {repo_id}` for all of them")
+        raise TicketkitError(f"{where} holds no ticket (no ticket.safetensors): it is not a ticketkit ticket repo")
+    with tempfile.TemporaryDirectory(prefix="ticketkit-hub-") as tmp:
+        for f in TICKET_DIR_FILES:
+            if (src / f).exists():
+                shutil.copyfile(src / f, Path(tmp) / f)  # follows the cache's symlink to the blob
+        try:
+            ticket = Ticket.load(tmp, verify=True)
+        except TicketkitError as e:
+            raise IntegrityError(f"refused {where}: {str(e).replace(str(tmp), 'the ticket')}") from None
+    ticket.path = src
+    return ticket
 
 
 def write_manifest(d: Path) -> None:

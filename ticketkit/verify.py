@@ -5,11 +5,13 @@ from pathlib import Path
 
 from .errors import TicketkitError
 from .fsio import read_json
-from .store import LEVEL_RE, Store
+from .store import LEVEL_RE, Store, is_ticket_dir
 
 
 def _is_ticket_dir(p: Path) -> bool:
-    return any((p / f).exists() or (p / f).is_symlink() for f in ("ticket.safetensors", "manifest.json")) or \
+    """Wider than store.is_ticket_dir on purpose: a damaged ticket (dangling symlinks, only its config.json left)
+    is still a ticket to verify, so its problems are listed rather than skipped."""
+    return is_ticket_dir(p) or any((p / f).is_symlink() for f in ("ticket.safetensors", "manifest.json")) or \
         ((p / "config.json").exists() and not (p / "run.json").exists())
 
 

@@ -1,19 +1,11 @@
-"""Tables, plots and statistics for runs and transfer experiments."""
+"""A transfer experiment's report: results.csv, report.md (accuracy table, paired comparisons with bootstrap CIs)
+and accuracy_vs_density.png. Everything renders from a transfer's results.json alone, so `ticketkit report` can
+rebuild every file."""
 from __future__ import annotations
 
 import json
 
-
-def format_table(head: list, rows: list[list]) -> str:
-    cells = [[str(c) for c in head]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------ transfer reports
-# Everything below renders from a transfer's results.json alone, so `ticketkit report` can rebuild every file.
+from .tables import format_table
 
 ARM_ORDER = ("transferred", "random-prune", "random-reinit", "fresh")
 CSV_COLUMNS = ["arm", "level_requested_pct", "seed", "source_level", "fresh_level", "density_prunable", "density_all",
@@ -208,7 +200,7 @@ def plot_accuracy(results: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fsio import write_with
+    from ..fsio import write_with
 
     rows = results.get("rows", [])
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -262,7 +254,7 @@ def render_report(results: dict, out_dir) -> dict:
     """Write results.csv, report.md and accuracy_vs_density.png into out_dir from `results` alone."""
     from pathlib import Path
 
-    from .fsio import write_text
+    from ..fsio import write_text
 
     out_dir = Path(out_dir)
     paths = {"csv": out_dir / "results.csv", "markdown": out_dir / "report.md", "plot": out_dir / "accuracy_vs_density.png"}

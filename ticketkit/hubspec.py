@@ -1,0 +1,108 @@
+"""Talking to the Hugging Face Hub without touching tickets or the store: repo specs, tokens, and errors.
+
+A leaf (it imports nothing of ticketkit but errors), so ticket.py and hub.py can both use it without importing
+each other: hub.py moves tickets in and out of the store, ticket.py loads one through the Hub cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+
+from .errors import TicketkitError
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+LOGIN_HINT = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, revision: str | None = None):
+    """Turn huggingface_hub's exceptions into one-line TicketkitErrors that say what to do."""
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RemoteEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+    from huggingface_hub.errors import HTTPError as TransportError  # the HTTP client's base error (connect, timeout)
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        yield
+    except TicketkitError:
+        raise
+    except RevisionNotFoundError:
+        raise TicketkitError(f"{repo_id} has no revision {revision!r}: give an existing branch, tag or commit "
+                             f"(or drop @{revision} for main)") from None
+    except GatedRepoError:
+        raise TicketkitError(f"{repo_id} is gated: accept its terms on the Hub, then {LOGIN_HINT}") from None
+    except RepositoryNotFoundError:
+        raise TicketkitError(f"repository {where} not found on {endpoint()} (or it is private and you may not read "
+                             f"it{', or has no such revision' if revision else ''}): check the id, or {LOGIN_HINT}") from None
+    except RemoteEntryNotFoundError as e:
+        raise TicketkitError(f"{where} lacks a file ticketkit needs ({error_line(e)}): it is not a ticketkit ticket "
+                             f"repo") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        if offline():
+            raise TicketkitError(f"{where} is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading it: "
+                                 f"unset HF_HUB_OFFLINE and pull it once") from None
+        raise TicketkitError(f"cannot reach the Hub at {endpoint()} to fetch {where}, and it is not cached: check "
+                             f"your network (or HF_ENDPOINT)") from None
+    except HfHubHTTPError as e:
+        status = getattr(e.response, "status_code", None)
+        msg = (e.server_message or "").strip().splitlines()[0][:160] if e.server_message else ""
+        if status == 401:
+            raise TicketkitError(f"the Hub at {endpoint()} refused your credentials for {repo_id} (401"
+                                 f"{': ' + msg if msg else ''}): {LOGIN_HINT} with a valid token") from None
+        if status == 403:
+            raise TicketkitError(f"your token may not do this on {repo_id} (403): use a token with write access to "
+                                 f"its namespace ({LOGIN_HINT})") from None
+        if status is not None and status >= 500:
+            raise TicketkitError(f"the Hub at {endpoint()} failed ({status}) on {where}: try again later") from None
+        raise TicketkitError(f"the Hub at {endpoint()} refused the request for {where} ({status}"
+                             f"{': ' + msg if msg else ''})") from None
+    except HFValidationError:
+        raise TicketkitError(f"{repo_id!r} is not a valid Hub repo id: use user/repo[@revision]") from None
+    except ValueError as e:  # huggingface_hub's own checks, e.g. "Invalid metadata in README.md"
+        raise TicketkitError(f"the Hub refused {where}: {' '.join(str(e).split())[:200]}") from None
+    except (TransportError, ConnectionError, TimeoutError) as e:
+        raise TicketkitError(f"cannot reach the Hub at {endpoint()} ({type(e).__name__}): check your network or "
+                             f"HF_ENDPOINT; already-pulled tickets still load with HF_HUB_OFFLINE=1") from None
+
+
+def error_line(e: BaseException) -> str:
+    """The line of a huggingface_hub error that names the problem: its last (the first is often a URL)."""
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    return lines[-1][:160] if lines else type(e).__name__
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """'hf://user/repo@rev' or 'user/repo' -> ('user/repo', 'rev' | None)."""
+    from huggingface_hub.utils import validate_repo_id
+
+    s = spec[5:] if spec.startswith("hf://") else spec
+    repo_id, _, rev = s.partition("@")
+    repo_id = repo_id.strip("/")
+    if repo_id.count("/") != 1 or any(not p for p in repo_id.split("/")):
+        raise TicketkitError(f"{spec!r} is not a Hub repo: use user/repo[@revision]")
+    with hub_errors(repo_id, rev or None):
+        validate_repo_id(repo_id)
+    return repo_id, rev or None
+
+
+def require_token(token: str | None = None) -> str:
+    """The token from the argument, HF_TOKEN or `huggingface-cli login`; checked before anything is sent."""
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise TicketkitError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}, then push again")
+    return token

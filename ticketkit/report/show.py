@@ -1,0 +1,55 @@
+"""What `show` prints: a run's levels and status, or one ticket's densities, accuracy and settings.
+
+It returns the data (what --json prints) and the text; the CLI only chooses which to print. It loads tickets and
+may pull from the Hub, so it is kept apart from the light listings of report/store.py (`ls` needs no torch).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hub import resolve_ref
+from ..store import Store
+from ..ticket import Ticket
+from .levels import levels_table
+
+
+@dataclass
+class Shown:
+    data: dict | list       # what --json prints
+    text: str               # what a person reads
+    exit_code: int = 0      # non-zero: the thing shown is broken (a corrupt run.json)
+
+
+def show(ref: str, level: str | None = None, store=None) -> Shown:
+    """A run (its levels, status, config) or one ticket (its densities per layer, accuracy, config). A run is
+    described from its files, so a corrupt or interrupted one is shown as such instead of failing."""
+    st = store if isinstance(store, Store) else Store(store)
+    p = Path(ref)
+    if not ref.startswith("hf://") and not p.exists():
+        p = st.root / ref if (st.root / ref).exists() else None
+    if p is not None and (p / "run.json").exists() and level is None:
+        return _show_run(p)
+    t = Ticket.load(resolve_ref(ref, level, st))
+    c = t.config
+    layers = "\n".join(f"  {n}: {d * 100:.3f}%" for n, d in c["density"]["layers"].items())
+    text = (f"ticket {t.path}\nrun {c.get('run')}  level {c.get('level')}  arch {t.arch}  dataset {c['find']['data']['dataset']}\n"
+            f"% weights remaining: {c['density']['prunable'] * 100:.3f} (prunable), {c['density']['all'] * 100:.3f} (all)\n"
+            f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}\n"
+            f"per-layer % remaining:\n{layers}\nconfig {json.dumps(c['find'], sort_keys=True)}")
+    return Shown(c, text)
+
+
+def _show_run(p: Path) -> Shown:
+    info = Store(p.parent).describe(p)
+    if info.get("status") == "corrupt":
+        return Shown(info, f"run {p}\nstatus corrupt: {info.get('error')}", 3)
+    cfg = info.get("config", {})
+    try:
+        table = levels_table(info, p)
+    except (KeyError, TypeError):
+        table = f"run {p}\n(run.json levels are malformed: run `ticketkit verify {p}`)"
+    states = f"\ntickets {info.get('tickets', 0)} complete" + (
+        f", incomplete: {', '.join(info['incomplete_tickets'])}" if info.get("incomplete_tickets") else "")
+    return Shown(info, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}")

@@ -1,0 +1,2 @@
+"""The package version, alone in a leaf module so find/ticket can record it without importing the package root."""
+__version__ = "0.1.0"
