@@ -35,6 +35,7 @@ class Conv1dNLC(nn.Conv1d):
 
 class KimCNN(nn.Module):
     """Kim (2014): embedding, parallel convolutions of widths 3/4/5, max-over-time pooling, dropout, linear."""
+    stacked_form = True  # ticketkit.arms can train several arms of it as one model (see `supports`)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, num_filters: int = 100, filter_widths=(3, 4, 5),
                  dropout: float = 0.5, num_classes: int = 2, **_):
@@ -80,6 +81,7 @@ class LSTMClassifier(nn.Module):
     LSTM (it is causal, so real positions never see it) rather than pack_padded_sequence, which leaves
     oneDNN's fast path and is 3-7x slower on CPU.
     """
+    stacked_form = True
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 128, pooling: str = "mean",
                  dropout: float = 0.5, num_classes: int = 2, **_):
@@ -114,6 +116,13 @@ class LSTMClassifier(nn.Module):
 
 register_model("cnn")(KimCNN)
 register_model("lstm")(LSTMClassifier)
+
+
+def supports(arch: str, feature: str) -> bool:
+    """Whether a registered architecture declares `feature` (a class attribute `<feature>_form = True`), so callers
+    ask the model instead of matching names. "stacked": ticketkit.arms has a stacked form of it (transfer trains a
+    level's arms as one model only then; an architecture without one trains its arms one by one)."""
+    return bool(getattr(MODELS.get(arch), f"{feature}_form", False))
 
 
 def create_model(name: str, vocab_size: int, seed: int | None = None, **kwargs) -> nn.Module:
