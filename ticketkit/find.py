@@ -22,8 +22,8 @@ import torch
 
 from . import __version__
 from .config import FindConfig, config_hash
-from .controls import REINIT_SEED_OFFSET, ControlInputs, apply_control, prune_generator, reinit_weights  # noqa: F401 (re-exported)
-from .data import Prepared, load_tokenizer, prepare_data, tokenizer_hash  # noqa: F401 (re-exported)
+from .controls import ControlInputs, apply_control, prune_generator, reinit_weights
+from .data import load_tokenizer, prepare_data, tokenizer_hash
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names

@@ -133,10 +133,8 @@ class _Transfer(Executors):
         return out
 
     def build(self, cell: _Cell) -> tuple[dict, dict]:
-        fresh = None
-        if cell.arm == "fresh":
-            d = cell.extra["fresh_dir"]
-            fresh = self.fresh_tickets[d] if d in self.fresh_tickets else Ticket.load(d)
+        d = cell.extra.get("fresh_dir")
+        fresh = self._fresh_ticket(d, {d}) if cell.arm == "fresh" else None
         return arm_start(self.src, cell.arm, cell.source_level, cell.seed, fresh)
 
     # ----------------------------------------------------------------------------------------- data
