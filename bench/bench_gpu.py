@@ -25,7 +25,8 @@ from bench_engine import flops_per_token, masks_at, subset, timed
 from ticketkit import arms as A
 from ticketkit import train as T
 from ticketkit.config import DataHparams, FindConfig, PruneHparams, TrainHparams
-from ticketkit.find import REINIT_SEED_OFFSET, find_ticket
+from ticketkit.controls import REINIT_SEED_OFFSET
+from ticketkit.find import find_ticket
 from ticketkit.models import create_model, prunable_names
 from ticketkit.prune import shuffled_like
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as `python bench/x.py` from a checkout
 
 from ticketkit.config import DataHparams  # noqa: E402
-from ticketkit.find import prepare_data  # noqa: E402
+from ticketkit.data import prepare_data  # noqa: E402
 from ticketkit.fsio import write_text  # noqa: E402
 
 RESULTS = Path(os.environ.get("TICKETKIT_BENCH_RESULTS", ROOT / "bench" / "RESULTS.md"))

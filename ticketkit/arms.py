@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .data import Encoded
 from .diagnostics import dead_units, diagnose
 from .errors import TicketkitError
+from .prune import masked_state
 from .train import (Feed, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer, tune_allocator,
                     resolve_precision, run_epoch)
 
@@ -169,7 +170,7 @@ def stack(arch: str, model_kw: dict, vocab_size: int, starts: list[dict], masks:
         raise TicketkitError(f"architecture {arch!r} has no stacked form; train its arms one by one (batch_arms='no')")
     model = STACKED[arch](len(starts), vocab_size, **model_kw)
     shapes = {n: t.shape for n, t in starts[0].items()}
-    model.load_state_dict(pack_states([{n: s[n] * m[n] if n in m else s[n] for n in s} for s, m in zip(starts, masks)]))
+    model.load_state_dict(pack_states([masked_state(s, m) for s, m in zip(starts, masks)]))
     return model, pack_masks(masks, shapes)
 
 

@@ -259,85 +259,48 @@ def sweep_status(ref, store, as_json):
     _emit({"sweep": str(sd), **summarize(states), "cells": states}, as_json, status_text(sd.name, states))
 
 
-TRANSFER_DATA_FLAGS = {("data", "max_train"), ("data", "max_test"), ("data", "val_fraction")}
+def transfer_options(shared: bool):
+    """One option per TransferConfig field that has a flag (as config_options does for find). `shared`: the flags
+    transfer shares with find (training settings and subsample; same names, meanings and help), else its own.
+    A list is one comma-separated string (a count for seeds), a `negate` field an on/off flag (--no-fresh)."""
+    from .config import TransferConfig
 
-
-def transfer_options(fn):
-    """find's training flags and the subsample flags, with the same names and meanings (dests as in find)."""
-    for path, f, tp in reversed([x for x in cli_fields() if x[0][0] == "train" or x[0] in TRANSFER_DATA_FLAGS]):
-        name = f.metadata.get("flag") or f.name.replace("_", "-")
-        fn = click.option(f"--{name}", f"cfg__{'__'.join(path)}", type=_click_type(tp), default=None,
-                          help=f.metadata.get("help"))(fn)
-    return fn
-
-
-def _csv_list(value: str | None, what: str, conv=str) -> list | None:
-    if value is None:
-        return None
-    if value.strip().lower() in ("", "none"):
-        return []
-    try:
-        return [conv(x.strip()) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise TicketkitError(f"--{what} {value!r}: expected a comma-separated list, e.g. --levels 100,16.9,2.9") from None
+    def deco(fn):
+        for path, f, tp in reversed(list(cli_fields(TransferConfig))):
+            if shared != (path[0] == "train" or "find" in f.metadata):
+                continue
+            m = f.metadata
+            name = m.get("flag") or f.name.replace("_", "-")
+            kw = {"is_flag": True} if m.get("negate") else \
+                {"type": click.Choice(list(m["choices"])) if m.get("choices") else
+                 _click_type(m.get("cli_type") or (str if typing.get_origin(tp) is list else tp)), "default": None}
+            fn = click.option(f"--{name}", f"cfg__{'__'.join(path)}", help=m.get("help"), **kw)(fn)
+        return fn
+    return deco
 
 
 @main.command()
 @click.argument("source", required=False)
-@click.option("--to", "target", default=None, help="target dataset (default: the recipe's, else yelp2)")
-@click.option("--seeds", type=int, default=None, help="train every arm with seeds 0..N-1 (data order and dropout)")
-@click.option("--levels", default=None, help="comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2")
-@click.option("--controls", default=None, help="comma-separated random controls: random-prune,random-reinit (or none)")
-@click.option("--no-fresh", is_flag=True, help="skip the fresh arm (IMP on the target itself; the costliest arm)")
-@click.option("--workers", type=int, default=None, help="train independent cells in N worker processes (1 thread each)")
-@click.option("--batch-arms", type=click.Choice(["auto", "yes", "no"]), default=None,
-              help="train a level's arms as one stacked model (default auto: on a GPU, not on a CPU, where it does not pay)")
-@click.option("--arch", default=None, help="the source's architecture: picks the newest run of it, and is checked")
+@transfer_options(shared=False)
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
 @click.option("--recipe", type=click.Path(), default=None,
               help="a TOML recipe: [transfer] plus [train]/[data]; without SOURCE its find settings give the source "
                    "(found first if it is not in the store)")
-@transfer_options
+@transfer_options(shared=True)
 @common_options
-def transfer(source, target, seeds, levels, controls, no_fresh, workers, batch_arms, arch, level, recipe, data_dir, store, quiet,
-             as_json, **flags):
+def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
     """Transfer a ticket to another dataset: transferred, random and fresh tickets at each level, with a report.
 
     SOURCE is a ticket, a run (path or name), or hf://user/repo[@rev]; by default the newest finished find run in
     the store on another dataset. Interrupted, the same command resumes without redoing finished cells."""
-    from .config import load_recipe
-    from .transfer import TransferConfig, config_from_recipe, transfer_ticket
-
-    d = load_recipe(recipe) if recipe else {}
-    cfg = config_from_recipe(d) if recipe else TransferConfig()
-    over = {"target": target, "seeds": list(range(seeds)) if seeds is not None else None,
-            "levels": _csv_list(levels, "levels", float), "controls": _csv_list(controls, "controls"),
-            "workers": workers, "batch_arms": batch_arms, "arch": arch}
-    for k, v in over.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    if no_fresh:
-        cfg.fresh = False
-    for key, v in flags.items():
-        if v is not None:
-            section, name = key[5:].split("__")
-            setattr(cfg.train if section == "train" else cfg, name, v)
-    cfg.validate()
     import contextlib
+
+    from .transfer import transfer_command
 
     # Training logs go to stderr, so --json leaves stdout machine-readable.
     with SigintFlag() as stop, contextlib.redirect_stdout(sys.stderr):
-        if source is None and recipe and level is None:
-            from .find import find_ticket
-
-            find_cfg = build_find_config(recipe, None, arch, flags)
-            if find_cfg.data.dataset == cfg.target:
-                raise TicketkitError(f"the recipe's source dataset is the target {cfg.target}: set [data] dataset to "
-                                     f"another one, or pass a SOURCE ticket")
-            source = str(find_ticket(find_cfg, data_dir=data_dir, store=store, progress=not quiet, stop_flag=stop,
-                                     command=_command_line()).path)
-        run = transfer_ticket(source, cfg, data_dir=data_dir, store=store, progress=not quiet, level=level,
-                              command=_command_line(), stop_flag=stop)
+        run = transfer_command(source, recipe, flags, level=level, data_dir=data_dir, store=store, progress=not quiet,
+                               command=_command_line(), stop_flag=stop)
     _emit({"run": str(run.path), **run.results}, as_json, f"{run.table()}\nreport {run.path / 'report.md'}")
 
 

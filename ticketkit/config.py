@@ -107,8 +107,10 @@ class PruneHparams:
         _check(0 <= self.levels <= 200, "prune.levels", f"must be in [0, 200], got {self.levels}")
         _check(self.target is None or 0 < self.target < 1, "prune.target", f"must be in (0, 1), got {self.target}")
         _check(self.schedule != "oneshot" or self.target is not None, "prune.target", "oneshot needs a target: pass --target 0.5")
-        _check(self.control in ("none", "random-prune", "random-reinit"), "prune.control",
-               f"must be none, random-prune or random-reinit, got {self.control!r}")
+        from .controls import CONTROLS
+
+        names = ["none", *CONTROLS]
+        _check(self.control in names, "prune.control", f"must be {', '.join(names[:-1])} or {names[-1]}, got {self.control!r}")
         _check(0 <= self.layer_floor < 1, "prune.layer_floor", f"must be in [0, 1), got {self.layer_floor}")
         _check(0 <= self.output_rate <= 1, "prune.output_rate", f"must be in [0, 1], got {self.output_rate}")
         self.rewind_point()  # validates the spelling
@@ -178,6 +180,115 @@ class FindConfig:
             if v is not None:
                 set_path(d, tuple(path), v)
         return cls.from_dict(merge(cls().to_dict(), d)).validate()
+
+
+DEFAULT_LEVELS = [100.0, 41.1, 16.9, 7.0, 2.9, 1.2, 0.5, 0.2]
+BATCH_ARMS = ("auto", "yes", "no")
+
+
+@dataclass
+class TransferConfig:
+    """What to transfer to, at which levels, with which arms and seeds, under which training settings.
+
+    Its fields are `ticketkit transfer`'s flags, as FindConfig's are find's. On the command line a list is
+    comma-separated, seeds is a count N (seeds 0..N-1), and `find` names the find setting a flag shares with
+    `ticketkit find` (the recipe's source is found with it)."""
+    target: str = field(default="yelp2", metadata=flag("target dataset (default: the recipe's, else yelp2)", name="to"))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=flag(  # an int N means seeds 0..N-1
+        "train every arm with seeds 0..N-1 (data order and dropout)", cli_type=int))
+    levels: list[float] = field(default_factory=lambda: list(DEFAULT_LEVELS), metadata=flag(  # % of prunable weights
+        "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2"))
+    controls: list[str] = field(default_factory=lambda: ["random-prune"], metadata=flag(
+        "comma-separated random controls: random-prune,random-reinit (or none)"))
+    fresh: bool = field(default=True, metadata=flag(
+        "skip the fresh arm (IMP on the target itself; the costliest arm)", name="no-fresh", negate=True))
+    workers: int = field(default=1, metadata=flag(  # never changes a result, so not hashed
+        "train independent cells in N worker processes (1 thread each)"))
+    # Train a level's arms (same seed) as one stacked model (ticketkit.arms): "auto" does so on an accelerator, where
+    # it pays, and not on a CPU, where it does not. Changes results by floating-point rounding only: not hashed.
+    batch_arms: str = field(default="auto", metadata=flag(
+        "train a level's arms as one stacked model (default auto: on a GPU, not on a CPU, where it does not pay)",
+        choices=BATCH_ARMS))
+    arch: Optional[str] = field(default=None, metadata=flag(  # checked, not hashed
+        "the source's architecture: picks the newest run of it, and is checked"))
+    max_train: Optional[int] = field(default=None, metadata=flag(  # the target's subsample, as in find
+        DataHparams.__dataclass_fields__["max_train"].metadata["help"], find=("data", "max_train")))
+    max_test: Optional[int] = field(default=None, metadata=flag(
+        DataHparams.__dataclass_fields__["max_test"].metadata["help"], find=("data", "max_test")))
+    val_fraction: float = field(default=0.1, metadata=flag(
+        DataHparams.__dataclass_fields__["val_fraction"].metadata["help"], find=("data", "val_fraction")))
+    train: TrainHparams = field(default_factory=TrainHparams)
+
+    def __post_init__(self):
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
+            self.seeds = list(range(self.seeds))
+        # 100 and 100.0 are one level: normalise so the run name does not depend on how a level was typed
+        self.levels = [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in self.levels]
+
+    def validate(self) -> "TransferConfig":
+        from .controls import CONTROLS
+        from .data import DATASETS
+        from .models import MODELS
+
+        _check(self.target in DATASETS, "transfer.target", f"unknown dataset {self.target!r}; choose one of {sorted(DATASETS)}")
+        _check(len(self.seeds) > 0, "transfer.seeds", "need at least one seed, e.g. --seeds 3")
+        _check(all(isinstance(s, int) and s >= 0 for s in self.seeds), "transfer.seeds", f"must be non-negative integers, got {self.seeds}")
+        _check(len(set(self.seeds)) == len(self.seeds), "transfer.seeds", f"repeats a seed: {self.seeds}")
+        _check(len(self.levels) > 0, "transfer.levels", "need at least one level, e.g. --levels 100,16.9,2.9")
+        _check(all(0 < x <= 100 for x in self.levels), "transfer.levels", f"are % weights remaining, each in (0, 100]; got {self.levels}")
+        _check(len(set(self.levels)) == len(self.levels), "transfer.levels", f"repeats a level: {self.levels}")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        _check(not bad, "transfer.controls", f"unknown control {bad[0] if bad else ''!r}; choose from {', '.join(CONTROLS)} (or none)")
+        _check(len(set(self.controls)) == len(self.controls), "transfer.controls", f"repeats a control: {self.controls}")
+        _check(self.arch is None or self.arch in MODELS, "transfer.arch", f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
+        for k in ("max_train", "max_test"):
+            v = getattr(self, k)
+            _check(v is None or v >= 10, f"transfer.{k}", f"must be at least 10, got {v}")
+        _check(0 < self.val_fraction < 0.5, "transfer.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        _check(1 <= self.workers <= 256, "transfer.workers", f"must be between 1 and 256, got {self.workers}")
+        _check(self.batch_arms in BATCH_ARMS, "transfer.batch_arms", f"must be one of {', '.join(BATCH_ARMS)}, got {self.batch_arms!r}")
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hashed(self) -> dict:
+        """The settings that can change a result (workers, the arch check and batch_arms cannot)."""
+        d = self.to_dict()
+        for k in ("workers", "arch", "batch_arms"):
+            d.pop(k)
+        return d
+
+    def run_name(self, source) -> str:
+        """`source`: a ticketkit.transfer Source (its identity hashes the source tickets' bytes)."""
+        h = config_hash({"source": source.identity, "settings": self.hashed()})
+        return f"transfer-{source.dataset}-{self.target}-{source.arch}-{h}"
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "transfer") -> "TransferConfig":
+        d = dict(d)
+        if isinstance(d.get("seeds"), int) and not isinstance(d.get("seeds"), bool):
+            d["seeds"] = list(range(d["seeds"]))
+        return from_dict(cls, d, where)
+
+    @classmethod
+    def from_recipe(cls, recipe: dict) -> "TransferConfig":
+        """A transfer recipe: a [transfer] table, plus the [train] and [data] tables it shares with find (the
+        target's subsample comes from [transfer] if set there, else from [data]). Every key is checked before any
+        training."""
+        recipe = dict(recipe)
+        t = dict(recipe.pop("transfer", {}) or {})
+        if not isinstance(t, dict):
+            raise TicketkitError("recipe: [transfer] must be a table")
+        recipe.pop("sweep", None)
+        from_dict(FindConfig, recipe, "recipe")  # the find tables: unknown keys and wrong types fail here
+        if "train" in recipe and "train" not in t:
+            t["train"] = recipe["train"]
+        for k in ("max_train", "max_test", "val_fraction"):
+            if k in recipe.get("data", {}) and k not in t:
+                t[k] = recipe["data"][k]
+        return cls.from_dict(t).validate()
 
 
 def config_hash(d: dict) -> str:

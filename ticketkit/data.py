@@ -285,3 +285,30 @@ def oov_rate(tok, texts: list[str]) -> float:
     total = sum(len(e.ids) for e in encs)
     unk = sum(e.ids.count(UNK_ID) for e in encs)
     return unk / max(total, 1)
+
+
+# ---------------------------------------------------------------------------------------------- one preparation
+
+@dataclass
+class Prepared:
+    train: Encoded
+    val: Encoded
+    test: Encoded
+    tokenizer: object
+    info: dict  # what identifies the data a training saw: dataset, tokenizer hash, split sizes and fingerprints
+    oov_rate: float | None = None
+
+
+def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=None, oov: bool = False) -> Prepared:
+    """Load, split, (build the vocabulary from train if none is given,) encode with an on-disk cache. find and
+    transfer both prepare data here, so a transfer cell and the fresh search see the same reviews. `oov`: also
+    measure the OOV rate of all three splits' text under the tokenizer (a transfer's target under the source's)."""
+    raw = load_raw(data_hp.dataset, data_dir)
+    splits = make_splits(raw, data_hp, seed)
+    tok = tokenizer or build_tokenizer(splits.train.texts, data_hp.vocab_size, data_hp.max_len)
+    enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
+    info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
+            **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
+    rate = oov_rate(tok, splits.train.texts + splits.val.texts + splits.test.texts) if oov else None
+    return Prepared(enc["train"], enc["val"], enc["test"], tok, info, rate)

@@ -10,6 +10,7 @@ inside a level, the training engine checkpoints every epoch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -19,17 +20,17 @@ import torch
 
 from .version import __version__
 from .config import FindConfig, config_hash
-from .data import Encoded, build_tokenizer, encode, load_raw, load_tokenizer, make_splits, tokenizer_hash
+from .controls import ControlInputs, apply_control, prune_generator, reinit_weights
+from .data import load_tokenizer, prepare_data, tokenizer_hash
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
-from .prune import densities, full_masks, nonzero_density, prune, shuffled_like
+from .log import log as _log
+from .prune import densities, full_masks, masked_state, nonzero_density, prune
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, pick_level
 from .ticket import Ticket, param_spec
 from .train import train
-
-REINIT_SEED_OFFSET = 1_000_003  # random-reinit draws its weights from seed + this
 
 
 @dataclass
@@ -60,27 +61,6 @@ class Run:
         return f"Run({self.path.name!r}, levels={len(self.levels)}, status={self.info.get('status')!r})"
 
 
-@dataclass
-class Prepared:
-    train: Encoded
-    val: Encoded
-    test: Encoded
-    tokenizer: object
-    info: dict
-
-
-def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=None) -> Prepared:
-    """Load, split, (build the vocabulary from train if none is given,) encode with an on-disk cache."""
-    raw = load_raw(data_hp.dataset, data_dir)
-    splits = make_splits(raw, data_hp, seed)
-    tok = tokenizer or build_tokenizer(splits.train.texts, data_hp.vocab_size, data_hp.max_len)
-    enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
-    info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
-            **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
-            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
-    return Prepared(enc["train"], enc["val"], enc["test"], tok, info)
-
-
 def _load_state(path: Path) -> dict:
     from safetensors.torch import load_file
     return load_file(str(path))
@@ -102,11 +82,6 @@ def _save_state(path: Path, state: dict) -> None:
 
 def _versions() -> dict:
     return {"ticketkit": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
-
-
-def _log(progress: bool, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, progress: bool = True,
@@ -312,16 +287,14 @@ class _Search:
         """Retrain each level of the magnitude run under a control: the same per-layer densities with a shuffled
         mask over the same starting weights (random-prune), or the same mask over re-drawn weights (random-reinit)."""
         cfg, rd = self.cfg, self.rd
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
-        reinit = {k: v.detach().clone() for k, v in self.new_model(cfg.seed + REINIT_SEED_OFFSET).state_dict().items()}
+        gen = prune_generator(cfg.seed)
+        reinit = functools.cache(lambda: reinit_weights(cfg.model, self.vocab, cfg.seed))
         rows, prev = [], None
         for i, src_dir in enumerate(self.source.ticket_paths()):
             src = Ticket.load(src_dir)
-            if cfg.prune.control == "random-prune":
-                masks = shuffled_like(src.masks, gen, within=prev)  # draw every level, so the generator stays in step
-                init, start = src.init, src.rewind
-            else:
-                masks, init, start = src.masks, reinit, reinit
+            # every level is drawn, finished or not, so the generator stays in step on a resume
+            init, masks, start = apply_control(cfg.prune.control, src.init, src.masks, src.rewind,
+                                               ControlInputs(gen, reinit, within=prev))
             prev = masks
             ld = rd / f"level-{i:02d}"
             if (ld / "manifest.json").exists():
@@ -336,7 +309,7 @@ class _Search:
     def train_level(self, level: int, masks, start: dict, snapshots_at=()):
         cfg = self.cfg
         model = self.new_model(cfg.seed)
-        model.load_state_dict({n: start[n] * masks[n] if n in masks else start[n] for n in start})
+        model.load_state_dict(masked_state(start, masks))
         dens = densities(masks, self.init)
         _log(self.progress, f"[{self.rd.name}] level {level}: training at {dens['prunable']:.2%} of prunable weights "
                             f"({dens['all']:.2%} of all)")

@@ -57,6 +57,7 @@ class KimCNN(nn.Module):
     """Kim (2014): embedding, parallel convolutions of widths 3/4/5, max-over-time pooling, dropout, linear."""
     output_layer = "fc.weight"  # pruned at prune.output_rate x the rate
     dead_rule = "zero"  # a filter is dead when its pooled ReLU output is 0 on every review (it never fires)
+    stacked_form = True  # ticketkit.arms can train several arms of it as one model (see `supports`)
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, num_filters: int = 100, filter_widths=(3, 4, 5),
                  dropout: float = 0.5, num_classes: int = 2, embed_init: str = "xavier", **_):
@@ -108,6 +109,7 @@ class LSTMClassifier(nn.Module):
     """
     output_layer = "fc.weight"
     dead_rule = "constant"  # a unit is dead when its pooled output is the same for every review (carries nothing)
+    stacked_form = True
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 128, pooling: str = "mean",
                  dropout: float = 0.5, num_classes: int = 2, embed_init: str = "xavier", **_):
@@ -145,6 +147,13 @@ class LSTMClassifier(nn.Module):
 
 register_model("cnn")(KimCNN)
 register_model("lstm")(LSTMClassifier)
+
+
+def supports(arch: str, feature: str) -> bool:
+    """Whether a registered architecture declares `feature` (a class attribute `<feature>_form = True`), so callers
+    ask the model instead of matching names. "stacked": ticketkit.arms has a stacked form of it (transfer trains a
+    level's arms as one model only then; an architecture without one trains its arms one by one)."""
+    return bool(getattr(MODELS.get(arch), f"{feature}_form", False))
 
 
 def create_model(name: str, vocab_size: int, seed: int | None = None, **kwargs) -> nn.Module:

@@ -223,4 +223,6 @@ def nonzero_density(model: torch.nn.Module, names: Iterable[str]) -> float:
 
 
 def masked_state(state: dict[str, torch.Tensor], masks: Masks) -> dict[str, torch.Tensor]:
-    return {n: (t * masks[n] if n in masks else t).clone() for n, t in state.items()}
+    """The network a (start, masks) pair means: start * mask where a parameter has a mask. Unmasked entries are
+    the same tensors, not copies (a model's load_state_dict copies them anyway)."""
+    return {n: state[n] * masks[n] if n in masks else state[n] for n in state}

@@ -68,11 +68,12 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         `self.masks` is retraining the ticket."""
         from .models import create_model, model_kwargs
         from .config import ModelHparams, from_dict
+        from .prune import masked_state
 
         hp = from_dict(ModelHparams, self.config["find"]["model"], "model")
         model = create_model(hp.arch, self.config["vocab_size"], seed=None, **model_kwargs(hp))
         src = {"rewind": self.rewind, "init": self.init}[weights]
-        model.load_state_dict({n: src[n] * self.mask[n] for n in src})
+        model.load_state_dict(masked_state(src, self.mask))  # self.mask covers every parameter
         return model.to(device) if device else model
 
     # ------------------------------------------------------------------ saving

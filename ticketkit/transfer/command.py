@@ -1,0 +1,82 @@
+"""`ticketkit transfer` as one API call: its settings from a recipe and flags, and, without a SOURCE, the recipe's
+find settings as the source (found first unless the store has it). cli.py only parses and prints.
+
+Flags arrive as cli.py's options generated from TransferConfig name them: {"cfg__<field path>": value or None}.
+"""
+from __future__ import annotations
+
+import typing
+
+from ..config import FindConfig, TransferConfig, cli_fields, from_dict, load_recipe, merge, set_path
+from ..errors import TicketkitError
+from .experiment import TransferRun, transfer_ticket
+
+
+def _csv_list(value: str | None, what: str, conv=str) -> list | None:
+    if value is None:
+        return None
+    if value.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [conv(x.strip()) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise TicketkitError(f"--{what} {value!r}: expected a comma-separated list, e.g. --levels 100,16.9,2.9") from None
+
+
+def _dest(path: tuple) -> str:
+    return "cfg__" + "__".join(path)
+
+
+def build_transfer_config(recipe: str | None, flags: dict) -> TransferConfig:
+    """The recipe's settings (TransferConfig.from_recipe; defaults without one), then every flag that was given."""
+    cfg = TransferConfig.from_recipe(load_recipe(recipe)) if recipe else TransferConfig()
+    for path, f, tp in cli_fields(TransferConfig):
+        v = flags.get(_dest(path))
+        if v is None or (f.metadata.get("negate") and not v):
+            continue
+        if f.metadata.get("negate"):  # --no-fresh
+            v = False
+        elif typing.get_origin(tp) is list:
+            # a count N means 0..N-1 (seeds); any other list is comma-separated
+            v = list(range(v)) if f.metadata.get("cli_type") is int else \
+                _csv_list(v, f.metadata.get("flag") or path[-1].replace("_", "-"), typing.get_args(tp)[0])
+        obj = cfg
+        for p in path[:-1]:
+            obj = getattr(obj, p)
+        setattr(obj, path[-1], v)
+    return cfg.validate()
+
+
+def source_find_config(recipe: str, flags: dict) -> FindConfig:
+    """The source a transfer recipe describes: its find tables, under the flags that find shares (the training
+    settings, the subsample, --arch), built as `ticketkit find --recipe` builds its config."""
+    d = load_recipe(recipe)
+    d.pop("transfer", None)
+    d.pop("sweep", None)
+    d = from_dict(FindConfig, d, "recipe").to_dict()  # unknown keys / wrong types fail here, before any training
+    if flags.get("cfg__arch"):
+        set_path(d, ("model", "arch"), flags["cfg__arch"])
+    for path, f, _ in cli_fields(TransferConfig):
+        v = flags.get(_dest(path))
+        find_path = f.metadata.get("find") or (path if path[0] == "train" else None)
+        if v is not None and find_path:
+            set_path(d, tuple(find_path), v)
+    return FindConfig.from_dict(merge(FindConfig().to_dict(), d)).validate()
+
+
+def transfer_command(source: str | None, recipe: str | None, flags: dict, *, level=None, data_dir=None, store=None,
+                     progress: bool = True, command: str | None = None, stop_flag=None) -> TransferRun:
+    """What `ticketkit transfer [SOURCE] [--recipe R] [flags]` does. Without SOURCE and --level, a recipe's own
+    find settings give the source: found first (or reused from the store), then transferred."""
+    cfg = build_transfer_config(recipe, flags)
+    if source is None and recipe and level is None:
+        from ..find import find_ticket
+
+        find_cfg = source_find_config(recipe, flags)
+        if find_cfg.data.dataset == cfg.target:
+            raise TicketkitError(f"the recipe's source dataset is the target {cfg.target}: set [data] dataset to "
+                                 f"another one, or pass a SOURCE ticket")
+        source = str(find_ticket(find_cfg, data_dir=data_dir, store=store, progress=progress, stop_flag=stop_flag,
+                                 command=command).path)
+    return transfer_ticket(source, cfg, data_dir=data_dir, store=store, progress=progress, level=level,
+                           command=command, stop_flag=stop_flag)
