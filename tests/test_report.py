@@ -1,4 +1,5 @@
-"""Transfer reports rendered from a results.json alone: tables, paired bootstrap comparison, CSV and the plot."""
+"""Transfer reports rendered from a results.json alone: tables, paired comparisons with intervals only for n >= 3,
+flagged cells never counted, CSV and the plot."""
 import csv
 import io
 import json
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from ticketkit.report import (bootstrap_ci, format_table, paired_comparisons, render_report, results_csv,
-                              summary_table)
+from ticketkit.report import format_table, paired_comparisons, render_report, results_csv, summary_table
+from ticketkit.report.stats import t_interval
+from ticketkit.report.transfer import findings, flag_line
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ACC = {  # (arm, level) -> accuracy per seed 0, 1, 2
@@ -39,13 +41,13 @@ def make_results(status="complete") -> dict:
             "command": "ticketkit transfer --to yelp2", "rows": rows}
 
 
-def test_bootstrap_ci_is_deterministic_and_sensible():
+def test_t_interval_only_for_three_or_more():
     d = [1.0, 2.0, 4.0]
-    lo, hi = bootstrap_ci(d)
-    assert (lo, hi) == bootstrap_ci(d)  # fixed generator
-    assert min(d) <= lo <= np.mean(d) <= hi <= max(d)
-    assert bootstrap_ci([10.0, 10.0, 10.0]) == (10.0, 10.0)
-    assert all(np.isnan(bootstrap_ci([3.0])))  # one seed: no interval
+    lo, hi = t_interval(d)
+    # mean 7/3, sd 1.5275, t(0.975, 2) = 4.3027: half-width 3.794
+    assert (lo, hi) == pytest.approx((7 / 3 - 3.7946, 7 / 3 + 3.7946), abs=1e-3)
+    assert t_interval([10.0, 10.0, 10.0]) == (10.0, 10.0)
+    assert t_interval([3.0]) is None and t_interval([3.0, 4.0]) is None  # n < 3: no interval, ever
 
 
 def test_paired_comparison_pairs_by_seed():
@@ -53,6 +55,8 @@ def test_paired_comparison_pairs_by_seed():
     c = comps[(0.2, "random-prune")]
     assert c["seeds"] == 3 and c["mean_diff"] == pytest.approx(10.0) and c["diffs"] == pytest.approx([10.0] * 3)
     assert (c["ci_low"], c["ci_high"]) == pytest.approx((10.0, 10.0))
+    c = comps[(16.9, "random-prune")]  # diffs 5, 6, 4: a t-interval that excludes 0
+    assert c["ci_low"] > 0 and c["ci_high"] < 10
     c = comps[(16.9, "fresh")]
     assert c["mean_diff"] == pytest.approx(-1.0)
     assert (100.0, "random-prune") not in comps  # the dense level is the reference, not a compared level
@@ -72,9 +76,12 @@ def test_render_report_writes_every_file(tmp_path):
     assert rows[0]["arm"] == "transferred" and float(rows[0]["level_requested_pct"]) == 100.0
     assert {"density_prunable", "density_all", "test_accuracy", "test_macro_f1", "epochs", "best_epoch", "seconds"} <= set(rows[0])
     md = paths["markdown"].read_text()
-    assert "82.00 ± 2.00" in md          # transferred at 16.9 %: mean ± std over the three seeds
+    assert "82.00 ± 2.00" in md          # transferred at 16.9 %: mean ± sd over the three seeds
     assert "87.00 ± 1.00" in md          # the dense reference, beside every level
-    assert "| 0.2 | random-prune | 3 | +10.00 | [+10.00, +10.00] |" in md
+    assert "| 0.2 | random-prune | 3 | 0 | +10.00 | [+10.00, +10.00] |" in md
+    assert "at 0.2 %, transferred is above random-prune by +10.00 points" in md
+    assert "one source search: intervals cover training noise only" in md
+    assert "## Flagged cells (not evidence)" in md and "None:" in md
     assert "4.12%" in md and "![accuracy vs density](accuracy_vs_density.png)" in md
     assert "Partial results" not in md
     table = summary_table(res)
@@ -107,3 +114,48 @@ def test_partial_results_render(tmp_path):
 def test_format_table_still_aligns():
     out = format_table(["a", "bb"], [[1, 2], [333, 4]]).splitlines()
     assert out[0] == "  a  bb" and out[1] == "---  --" and out[3] == "333   4"
+
+
+def _with_seeds(res, n):
+    res["rows"] = [r for r in res["rows"] if r["seed"] < n]
+    return res
+
+
+def test_an_interval_is_never_printed_for_fewer_than_three_seeds(tmp_path):
+    for n in (1, 2):
+        res = _with_seeds(make_results(), n)
+        comps = paired_comparisons(res)
+        assert comps and all(c["ci_low"] is None and c["ci_high"] is None for c in comps)
+        md = render_report(res, tmp_path)["markdown"].read_text()
+        assert "n/a (n = %d < 3)" % n in md and "no interval and no claim" in md
+        assert "transferred is above" not in md and "transferred is below" not in md
+        assert "n/a (n = %d < 3)" % n in summary_table(res)
+    md = render_report(make_results(), tmp_path)["markdown"].read_text()
+    assert "n/a (n =" not in md
+
+
+def test_flagged_cells_are_listed_and_never_counted(tmp_path):
+    res = make_results()
+    rp = next(r for r in res["rows"] if r["arm"] == "random-prune" and r["level"] == 0.2 and r["seed"] == 2)
+    rp.update(test_accuracy=0.6, collapsed=True, majority_share=1.0, dead_units=300, units=300, dead_share=1.0,
+              flags=["collapsed", "dead units"])
+    c = {(c["level"], c["vs"]): c for c in paired_comparisons(res)}[(0.2, "random-prune")]
+    assert c["seeds"] == 2 and c["excluded"] == 1 and c["ci_low"] is None  # seed 2 left out: n = 2, no interval
+    md = render_report(res, tmp_path)["markdown"].read_text()
+    assert "51.00 ± 1.41 [1 flagged]" in md  # the mean of seeds 0 and 1 only
+    assert "| random-prune | 0.2 | 2 | collapsed, dead units | 100.0 % | 300/300 |" in md
+    assert flag_line(rp).startswith("warning: random-prune 0.2 % seed 2: collapsed") and "300/300" in flag_line(rp)
+    assert not any("0.2 %, transferred is above random-prune" in f for f in findings(res))
+    # the report command prints one warning line per flagged cell
+    run = tmp_path / "transfer-x"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(res))
+    p = run_cli("report", run)
+    assert p.stderr.count("warning: ") == 1 and "not evidence" in p.stderr
+
+
+def test_independent_design_is_stated(tmp_path):
+    res = make_results()
+    res["independent"] = True
+    md = render_report(res, tmp_path)["markdown"].read_text()
+    assert "3 independent seeds" in md and "training noise only" not in md

@@ -199,3 +199,20 @@ def test_a_wrong_shaped_checkpoint_is_discarded_not_a_traceback(tmp_path, capfd)
     res = _resume(ck)
     assert "unusable" in capfd.readouterr().err
     assert all(torch.equal(res.best_state[k], whole.best_state[k]) for k in whole.best_state)
+
+
+def test_cli_find_seeds_three_runs_with_different_inits_and_masks(tiny_data, tmp_path):
+    import json
+
+    from conftest import TINY_FLAGS, run_cli
+    from ticketkit.ticket import Ticket
+
+    p = run_cli("find", "imdb", "cnn", "--seeds", "3", "--levels", "1", "--data-dir", tiny_data, "--store", tmp_path,
+                *TINY_FLAGS, "--quiet", "--json")
+    out = json.loads(p.stdout)
+    assert [o["config"]["seed"] for o in out] == [0, 1, 2]
+    tickets = [Ticket.load(f"{o['run']}/level-01") for o in out]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert not torch.equal(tickets[a].init["embedding.weight"], tickets[b].init["embedding.weight"])
+        assert not torch.equal(tickets[a].masks["convs.1.weight"], tickets[b].masks["convs.1.weight"])
+    assert p.stderr.count("undertrained") >= 1  # 3 epochs on tiny data: flagged levels are warned about

@@ -16,12 +16,14 @@ from ticketkit.transfer import (TransferConfig, arm_start, config_from_recipe, r
                                 transfer_ticket)
 
 TRANSFER_FLAGS = ["--epochs", "2", "--batch-size", "32", "--max-train", "200", "--max-test", "100"]
-ARMS_ARGS = ["--to", "yelp2", "--seeds", "2", "--levels", "100,64", "--controls", "random-prune,random-reinit"]
+# One source search, seeds varying the target training only: the mechanics of one transfer (replicates are below).
+ARMS_ARGS = ["--to", "yelp2", "--seeds", "2", "--levels", "100,64", "--controls", "random-prune,random-reinit",
+             "--one-source"]
 
 
 def _cfg(**kw) -> TransferConfig:
     base = dict(target="yelp2", seeds=2, levels=[100, 64], controls=["random-prune", "random-reinit"],
-                max_train=200, max_test=100, train=TrainHparams(epochs=2, batch_size=32))
+                max_train=200, max_test=100, train=TrainHparams(epochs=2, batch_size=32), independent=False)
     return TransferConfig(**{**base, **kw})
 
 
@@ -132,7 +134,7 @@ def test_transfer_cli_end_to_end(reference, tiny_data):
     csv_lines = (rd / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 16 and csv_lines[0].startswith("arm,level_requested_pct,seed")
     md = (rd / "report.md").read_text()
-    assert "mean ± std" in md and "bootstrap" in md and "random-prune" in md and "OOV" in md
+    assert "mean ± sd" in md and "t-interval" in md and "random-prune" in md and "OOV" in md
     assert out["rows"] and out["run"] == str(rd)
     # the same command again reuses the finished run (no training) and prints the summary table
     p = run_cli("transfer", *ARMS_ARGS, "--data-dir", tiny_data, "--store", store, *TRANSFER_FLAGS)
@@ -358,3 +360,37 @@ levels = 1
     assert find_cfg["data"]["max_train"] == 200 and find_cfg["train"]["epochs"] == 1 and find_cfg["prune"]["levels"] == 1
     assert {(r["arm"], r["level"]) for r in res["rows"]} == {("transferred", 100.0), ("transferred", 80.0)}
     assert res["config"]["max_train"] == 200 and res["data"]["train_size"] == 180
+
+
+# ------------------------------------------------------------------------------------------ independent replicates
+
+def test_seeds_are_independent_replicates_end_to_end(source_store, tiny_data, tmp_path):
+    """--seeds 3 from a run: seed s searches the source again at seed s and transfers that search with its own
+    fresh search and controls; the group's report takes intervals over the 3 independent seeds."""
+    src = _copy_source(source_store, tmp_path)
+    p = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
+                "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")
+    out = json.loads(p.stdout)
+    res = read_json(Path(out["run"]) / "results.json")
+    assert res["independent"] and sorted(res["replicates"]) == ["0", "1", "2"]
+    arms = ("transferred", "random-prune", "random-prune-rows", "random-reinit", "fresh")
+    assert {(r["arm"], r["level"], r["seed"]) for r in res["rows"]} == {(a, lv, s) for a in arms for lv in (100.0, 64.0)
+                                                                        for s in (0, 1, 2)}
+    reps = [res["replicates"][str(s)] for s in (0, 1, 2)]
+    sources = [Ticket.load(level_dirs(Path(r["source"]))[2]) for r in reps]
+    assert [t.config["seed"] for t in sources] == [0, 1, 2]
+    for a, b in ((0, 1), (1, 2)):
+        assert not torch.equal(sources[a].init["convs.0.weight"], sources[b].init["convs.0.weight"])
+        assert not torch.equal(sources[a].masks["embedding.weight"], sources[b].masks["embedding.weight"])
+        assert reps[a]["fresh"]["run"] != reps[b]["fresh"]["run"]
+        assert reps[a]["data"]["val_fingerprint"] != reps[b]["data"]["val_fingerprint"]  # the target split too
+    assert all(r["fresh"]["same_init"] for r in reps)  # each fresh search starts from its own source's init
+    for r in res["rows"]:  # per-layer densities and diagnostics on every row
+        assert {"density_embedding", "density_non_embedding", "density_output", "layers", "flags"} <= set(r)
+    md = (Path(out["run"]) / "report.md").read_text()
+    assert "independent" in md and "95%" in md
+    # the same command again reuses everything
+    again = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
+                    "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")
+    assert json.loads(again.stdout)["run"] == out["run"]
+    assert _metrics(read_json(Path(out["run"]) / "results.json")["rows"]) == _metrics(res["rows"])

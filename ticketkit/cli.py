@@ -92,19 +92,32 @@ def main(ctx, debug):
 @click.argument("dataset", required=False)
 @click.argument("arch", required=False)
 @click.option("--recipe", type=click.Path(), default=None, help="a TOML recipe (flags override its values)")
+@click.option("--seeds", "n_seeds", type=int, default=None,
+              help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="with --seeds: run the searches in N worker processes, one thread each")
 @config_options
 @common_options
-def find(dataset, arch, recipe, data_dir, store, quiet, as_json, **flags):
+def find(dataset, arch, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
     """Find lottery tickets: iterative or one-shot magnitude pruning on DATASET with ARCH."""
     from .find import find_ticket
+    from .report.levels import level_warnings, levels_table
 
     cfg = build_find_config(recipe, dataset, arch, flags)
     with SigintFlag() as stop:
-        run = find_ticket(cfg, data_dir=data_dir, store=store, progress=not quiet, command=_command_line(), stop_flag=stop)
-    from .report import levels_table
+        if n_seeds is None:
+            runs = [find_ticket(cfg, data_dir=data_dir, store=store, progress=not quiet, command=_command_line(),
+                                stop_flag=stop)]
+        else:
+            from .seeds import find_seeds
 
-    info = run.info
-    _emit({"run": str(run.path), **info}, as_json, levels_table(info, run.path))
+            runs = find_seeds(cfg, n_seeds, workers=workers, data_dir=data_dir, store=store, progress=not quiet,
+                              command=_command_line(), stop_flag=stop)
+    for run in runs:
+        for w in level_warnings(run.info):
+            click.echo(w, err=True)
+    out = [{"run": str(r.path), **r.info} for r in runs]
+    _emit(out[0] if n_seeds is None else out, as_json, "\n\n".join(levels_table(r.info, r.path) for r in runs))
 
 
 @main.command("ls")
@@ -136,6 +149,8 @@ def show(ref, level, store, as_json):
     from .report.show import show as describe
 
     shown = describe(ref, level, store)
+    for w in shown.warnings:
+        click.echo(w, err=True)
     _emit(shown.data, as_json, shown.text)
     if shown.exit_code:
         sys.exit(shown.exit_code)
@@ -336,6 +351,10 @@ def report(ref, store, as_json):
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
         raise TicketkitError(f"{p}/results.json is not a ticketkit transfer result (no 'rows' list)")
     paths = render_report(results, p)
+    from .report.transfer import flag_line, flagged_rows
+
+    for r in flagged_rows(results):  # one line per flagged cell: it is in the tables, but never evidence
+        click.echo(flag_line(r), err=True)
     _emit({k: str(v) for k, v in paths.items()}, as_json,
           f"{summary_table(results)}\nwrote {', '.join(str(v) for v in paths.values())}")
 

@@ -195,11 +195,15 @@ class TransferConfig:
     `ticketkit find` (the recipe's source is found with it)."""
     target: str = field(default="yelp2", metadata=flag("target dataset (default: the recipe's, else yelp2)", name="to"))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=flag(  # an int N means seeds 0..N-1
-        "train every arm with seeds 0..N-1 (data order and dropout)", cli_type=int))
+        "N independent replicates, seeds 0..N-1: seed s re-runs the source search, the fresh search and every control "
+        "at seed s (init, split, data order, dropout)", cli_type=int))
+    independent: bool = field(default=True, metadata=flag(
+        "one source search for every seed (seeds then vary only the target training: intervals cover training noise "
+        "only)", name="one-source", negate=True))
     levels: list[float] = field(default_factory=lambda: list(DEFAULT_LEVELS), metadata=flag(  # % of prunable weights
         "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2"))
-    controls: list[str] = field(default_factory=lambda: ["random-prune"], metadata=flag(
-        "comma-separated random controls: random-prune,random-reinit (or none)"))
+    controls: list[str] = field(default_factory=lambda: ["random-prune", "random-prune-rows", "random-reinit"], metadata=flag(
+        "comma-separated random controls: random-prune,random-prune-rows,random-reinit (or none)"))
     fresh: bool = field(default=True, metadata=flag(
         "skip the fresh arm (IMP on the target itself; the costliest arm)", name="no-fresh", negate=True))
     workers: int = field(default=1, metadata=flag(  # never changes a result, so not hashed

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .prune import Masks, shuffled_like
+from .prune import Masks, shuffled_like, shuffled_rows_like
 
 REINIT_SEED_OFFSET = 1_000_003  # random-reinit draws its weights from seed + this
 CONTROLS: dict[str, Callable] = {}
@@ -55,6 +55,15 @@ class ControlInputs:
 def random_prune(init: dict, masks: Masks, start: dict, x: ControlInputs) -> tuple[dict, Masks, dict]:
     """The same per-layer survivor counts at random positions, over the same weights."""
     return init, shuffled_like(masks, x.generator, within=x.within), start
+
+
+@register_control("random-prune-rows")
+def random_prune_rows(init: dict, masks: Masks, start: dict, x: ControlInputs) -> tuple[dict, Masks, dict]:
+    """Every embedding row (word) keeps the ticket's number of survivors, shuffled within the row; other layers are
+    shuffled per layer. Separates "which words survive" (kept) from "which of their weights" (destroyed): the
+    embedding is ~95 % of the prunable weights and an IMP embedding mask is strongly frequency-structured, which a
+    per-layer shuffle (random-prune) destroys too. Its chain in find does not nest (a row shuffle has no `within`)."""
+    return init, shuffled_rows_like(masks, x.generator), start
 
 
 @register_control("random-reinit")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+DIAGNOSTIC_KEYS = ("majority_share", "collapsed", "dead_units", "units", "dead_share", "undertrained", "flags")
 COLLAPSE_SHARE = 0.99
 DEAD_SHARE = 0.5  # flag when at least half the features are dead; a few dead filters at high sparsity are normal
 CONSTANT_TOL = 1e-6

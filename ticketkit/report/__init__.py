@@ -2,7 +2,8 @@
 
     tables.py     format_table: the plain-text layout all of them share
     levels.py     a find run's levels (the table `find`/`show` print, levels.csv)
-    transfer.py   a transfer experiment (results.csv, report.md, accuracy_vs_density.png, paired bootstrap CIs)
+    transfer.py   a transfer experiment (results.csv, report.md, accuracy_vs_density.png, paired differences)
+    stats.py      means over usable seeds, t-intervals only for n >= 3, what a flagged cell is
     sweep.py      a sweep (status table, report.md and cells.csv over its cells)
     store.py      what `ls` and `pull` print (the store's runs, a Hub user's repos, pulled tickets)
     show.py       what `show` prints about a ticket or a run
@@ -14,5 +15,5 @@ the reports that find and transfer write never need.
 from .levels import levels_csv, levels_table  # noqa: F401
 from .sweep import report_sweep, status_text, summarize  # noqa: F401
 from .tables import format_table  # noqa: F401
-from .transfer import (ARM_ORDER, CSV_COLUMNS, bootstrap_ci, dense_rows, paired_comparisons, plot_accuracy,  # noqa: F401
+from .transfer import (ARM_ORDER, CSV_COLUMNS, dense_rows, paired_comparisons, plot_accuracy,  # noqa: F401
                        render_markdown, render_report, results_csv, summary_table)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..hub import resolve_ref
 from ..store import Store
 from ..ticket import Ticket
-from .levels import levels_table
+from .levels import level_warnings, levels_table
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Shown:
     data: dict | list       # what --json prints
     text: str               # what a person reads
     exit_code: int = 0      # non-zero: the thing shown is broken (a corrupt run.json)
+    warnings: tuple = ()    # one line per flagged level/ticket (collapsed, dead units, undertrained): on stderr
 
 
 def show(ref: str, level: str | None = None, store=None) -> Shown:
@@ -37,8 +38,18 @@ def show(ref: str, level: str | None = None, store=None) -> Shown:
     text = (f"ticket {t.path}\nrun {c.get('run')}  level {c.get('level')}  arch {t.arch}  dataset {c['find']['data']['dataset']}\n"
             f"% weights remaining: {c['density']['prunable'] * 100:.3f} (prunable), {c['density']['all'] * 100:.3f} (all)\n"
             f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}\n"
-            f"per-layer % remaining:\n{layers}\nconfig {json.dumps(c['find'], sort_keys=True)}")
-    return Shown(c, text)
+            f"per-layer % remaining:\n{layers}\n"
+            f"diagnostics: {_diagnostics(c.get('summary', {}))}\nconfig {json.dumps(c['find'], sort_keys=True)}")
+    flags = c.get("summary", {}).get("flags") or []
+    return Shown(c, text, warnings=(f"warning: {t.path}: {', '.join(flags)}: not evidence",) if flags else ())
+
+
+def _diagnostics(row: dict) -> str:
+    if "flags" not in row:
+        return "not recorded (found by an older ticketkit)"
+    return (f"majority class {row['majority_share'] * 100:.1f} % of test reviews, dead units "
+            f"{row.get('dead_units', '?')}/{row.get('units', '?')}, best epoch {row.get('best_epoch')}/{row.get('epochs')}; "
+            f"flags: {', '.join(row['flags']) or 'none'}")
 
 
 def _show_run(p: Path) -> Shown:
@@ -52,4 +63,5 @@ def _show_run(p: Path) -> Shown:
         table = f"run {p}\n(run.json levels are malformed: run `ticketkit verify {p}`)"
     states = f"\ntickets {info.get('tickets', 0)} complete" + (
         f", incomplete: {', '.join(info['incomplete_tickets'])}" if info.get("incomplete_tickets") else "")
-    return Shown(info, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}")
+    return Shown(info, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}",
+                 warnings=tuple(level_warnings(info)))

@@ -1,17 +1,23 @@
-"""A transfer experiment's report: results.csv, report.md (accuracy table, paired comparisons with bootstrap CIs)
-and accuracy_vs_density.png. Everything renders from a transfer's results.json alone, so `ticketkit report` can
-rebuild every file."""
+"""A transfer experiment's report: results.csv, report.md (accuracy table with per-layer densities, paired
+differences with intervals, findings, flagged cells) and accuracy_vs_density.png. Everything renders from a
+transfer's results.json alone, so `ticketkit report` can rebuild every file.
+
+What it will and will not say (report/stats.py): flagged cells are listed, plotted hollow and never counted;
+intervals are 95 % t-intervals over seeds, printed only for n >= 3; a comparison is called a finding only when its
+interval excludes 0. Whether the seeds are independent replicates or one source search is stated up front.
+"""
 from __future__ import annotations
 
 import json
 
+from ..controls import CONTROLS
+from .stats import MIN_N, excludes_zero, flagged, mean_sd, t_interval, usable
 from .tables import format_table
 
-ARM_ORDER = ("transferred", "random-prune", "random-reinit", "fresh")
+ARM_ORDER = ("transferred", *CONTROLS, "fresh")
 CSV_COLUMNS = ["arm", "level_requested_pct", "seed", "source_level", "fresh_level", "density_prunable", "density_all",
-               "test_accuracy", "test_macro_f1", "val_accuracy", "epochs", "best_epoch", "seconds", "shared_with"]
-N_BOOT = 10_000
-BOOT_SEED = 0
+               "density_embedding", "density_non_embedding", "density_output", "test_accuracy", "test_macro_f1",
+               "val_accuracy", "epochs", "best_epoch", "majority_share", "dead_share", "flags", "seconds", "shared_with"]
 
 
 def _arms(rows: list[dict]) -> list[str]:
@@ -33,11 +39,8 @@ def _cell(rows, arm, level) -> list[dict]:
     return sorted((r for r in rows if r["arm"] == arm and float(r["level"]) == level), key=lambda r: r["seed"])
 
 
-def _mean_std(xs) -> tuple[float, float]:
-    import numpy as np
-
-    a = np.asarray(xs, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+def _seeds(results: dict) -> list[int]:
+    return sorted({int(r["seed"]) for r in results.get("rows", [])})
 
 
 def dense_rows(results: dict) -> list[dict]:
@@ -46,36 +49,58 @@ def dense_rows(results: dict) -> list[dict]:
                   key=lambda r: r["seed"])
 
 
-def bootstrap_ci(diffs, conf: float = 0.95, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of paired differences, resampling seeds with a fixed generator."""
-    import numpy as np
-
-    d = np.asarray(diffs, dtype=float)
-    if len(d) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - conf) / 2, 1 - (1 - conf) / 2])
-    return float(lo), float(hi)
+def design(results: dict) -> str:
+    """One line on what the seeds replicate, which decides what an interval covers."""
+    n = len(_seeds(results))
+    if results.get("independent"):
+        return (f"{n} independent seeds: each seed searched the source again (init, subsample, split, data order, "
+                f"dropout) and has its own fresh search and controls; intervals cover every source of randomness")
+    kind = results.get("source", {}).get("kind")
+    what = "a single ticket" if kind == "ticket" else "one source search"
+    return (f"{what}: intervals cover training noise only ({n} seed(s) of target training: data order and dropout)"
+            if n > 1 else f"{what}, one seed: no interval")
 
 
 def paired_comparisons(results: dict) -> list[dict]:
-    """Transferred minus each other arm, per level, paired by seed (accuracy in points)."""
+    """Transferred minus each other arm, per level, paired by seed (accuracy in points), over the seeds where
+    neither cell is flagged; an interval only for n >= 3."""
     rows = results.get("rows", [])
     out = []
     for level in _levels(results):
-        base = {r["seed"]: r["test_accuracy"] for r in _cell(rows, "transferred", level)}
+        base = {r["seed"]: r for r in _cell(rows, "transferred", level)}
         for arm in _arms(rows):
             if arm == "transferred":
                 continue
-            other = {r["seed"]: r["test_accuracy"] for r in _cell(rows, arm, level)}
-            seeds = sorted(set(base) & set(other))
-            if not seeds:
+            other = {r["seed"]: r for r in _cell(rows, arm, level)}
+            both = sorted(set(base) & set(other))
+            if not both:
                 continue
-            diffs = [(base[s] - other[s]) * 100 for s in seeds]
-            lo, hi = bootstrap_ci(diffs)
-            out.append({"level": level, "vs": arm, "seeds": len(seeds), "mean_diff": sum(diffs) / len(diffs),
-                        "ci_low": lo, "ci_high": hi, "diffs": diffs})
+            seeds = [s for s in both if not flagged(base[s]) and not flagged(other[s])]
+            diffs = [(base[s]["test_accuracy"] - other[s]["test_accuracy"]) * 100 for s in seeds]
+            ci = t_interval(diffs)
+            out.append({"level": level, "vs": arm, "seeds": len(seeds), "excluded": len(both) - len(seeds),
+                        "mean_diff": sum(diffs) / len(diffs) if diffs else float("nan"),
+                        "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "diffs": diffs})
+    return out
+
+
+def findings(results: dict) -> list[str]:
+    """One sentence per comparison, each saying whether its interval supports it."""
+    out = []
+    for c in paired_comparisons(results):
+        at = f"at {c['level']:g} %"
+        if c["seeds"] == 0:
+            out.append(f"{at}, transferred vs {c['vs']}: no seed where both cells are usable (all flagged); no comparison.")
+        elif c["ci_low"] is None:
+            out.append(f"{at}, transferred vs {c['vs']}: {c['seeds']} usable seed(s), differences "
+                       f"{', '.join(f'{d:+.2f}' for d in c['diffs'])} points; fewer than {MIN_N}, so no interval and no claim.")
+        elif excludes_zero((c["ci_low"], c["ci_high"])):
+            word = "above" if c["mean_diff"] > 0 else "below"
+            out.append(f"{at}, transferred is {word} {c['vs']} by {c['mean_diff']:+.2f} points "
+                       f"(95 % CI {_ci(c)}, n = {c['seeds']}).")
+        else:
+            out.append(f"{at}, transferred vs {c['vs']}: {c['mean_diff']:+.2f} points, 95 % CI {_ci(c)} includes 0 "
+                       f"(n = {c['seeds']}): not distinguishable.")
     return out
 
 
@@ -88,59 +113,82 @@ def results_csv(rows: list[dict]) -> str:
     w.writeheader()
     order = {a: i for i, a in enumerate(ARM_ORDER)}
     for r in sorted(rows, key=lambda r: (-float(r["level"]), order.get(r["arm"], 99), r["arm"], r["seed"])):
-        w.writerow({**r, "level_requested_pct": r["level"]})
+        w.writerow({**r, "level_requested_pct": r["level"], "flags": ";".join(flagged(r))})
     return buf.getvalue()
 
 
 def _fmt(rs: list[dict]) -> str:
+    """Mean (± sd over seeds, n > 1) of the usable cells; flagged ones are counted, not averaged."""
     if not rs:
         return ""
-    m, s = _mean_std([r["test_accuracy"] * 100 for r in rs])
-    return f"{m:.2f} ± {s:.2f}" if len(rs) > 1 else f"{m:.2f}"
+    ok = usable(rs)
+    bad = len(rs) - len(ok)
+    if not ok:
+        return f"flagged ({bad})"
+    m, s = mean_sd([r["test_accuracy"] * 100 for r in ok])
+    text = f"{m:.2f} ± {s:.2f}" if len(ok) > 1 else f"{m:.2f}"
+    return text + (f" [{bad} flagged]" if bad else "")
+
+
+def _pct(rs: list[dict], key: str) -> str:
+    return f"{rs[0][key] * 100:.3g}" if rs and key in rs[0] else ""
 
 
 def _accuracy_table(results: dict) -> tuple[list, list]:
     rows = results.get("rows", [])
     arms = _arms(rows)
     dense = _fmt(dense_rows(results))
-    head = ["% requested", "% remaining", "% all weights", "dense", *arms]
+    head = ["% requested", "% remaining", "% all", "% embedding", "% rest", "% output", "dense", *arms]
     if "fresh" in arms:
         head.append("fresh % remaining")
     body = []
     for level in _levels(results):
         tr = _cell(rows, "transferred", level) or next((_cell(rows, a, level) for a in arms if _cell(rows, a, level)), [])
-        line = [f"{level:g}", f"{tr[0]['density_prunable'] * 100:.3f}" if tr else "",
-                f"{tr[0]['density_all'] * 100:.3f}" if tr else "", dense]
+        line = [f"{level:g}", _pct(tr, "density_prunable"), _pct(tr, "density_all"), _pct(tr, "density_embedding"),
+                _pct(tr, "density_non_embedding"), _pct(tr, "density_output"), dense]
         line += [_fmt(_cell(rows, a, level)) for a in arms]
         if "fresh" in arms:
-            fr = _cell(rows, "fresh", level)
-            line.append(f"{fr[0]['density_prunable'] * 100:.3f}" if fr else "")
+            line.append(_pct(_cell(rows, "fresh", level), "density_prunable"))
         body.append(line)
     return head, body
 
 
-def summary_table(results: dict) -> str:
-    """The terminal summary: test accuracy (%) mean ± std over seeds, per level and arm."""
-    head, body = _accuracy_table(results)
-    seeds = sorted({r["seed"] for r in results.get("rows", [])})
-    src = results.get("source", {})
-    oov = results.get("oov_rate")
-    lines = [f"transfer {src.get('dataset', '?')} -> {results.get('target', '?')} ({src.get('arch', '?')}): "
-             f"test accuracy %, mean ± std over {len(seeds)} seed(s)"
-             + (f"; OOV rate {oov * 100:.2f}%" if oov is not None else ""),
-             format_table(head, body)]
-    comps = paired_comparisons(results)
-    if comps:
-        lines.append("transferred minus control, paired by seed (points, bootstrap 95% CI):")
-        lines.append(format_table(["% requested", "vs", "seeds", "mean diff", "95% CI"],
-                                  [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c)] for c in comps]))
-    return "\n".join(lines)
+def flagged_rows(results: dict) -> list[dict]:
+    return [r for r in results.get("rows", []) if flagged(r)]
+
+
+def flag_line(r: dict) -> str:
+    """The one warning line `report` prints per flagged cell."""
+    bits = []
+    if r.get("collapsed"):
+        bits.append(f"collapsed ({r['majority_share'] * 100:.1f} % of test reviews get one class)")
+    if "dead units" in flagged(r):
+        bits.append(f"dead units ({r.get('dead_units')}/{r.get('units')})")
+    if r.get("undertrained"):
+        bits.append(f"undertrained (best epoch {r.get('best_epoch')} = the epoch cap)")
+    return f"warning: {r['arm']} {float(r['level']):g} % seed {r['seed']}: {', '.join(bits)}: not evidence"
 
 
 def _ci(c: dict) -> str:
-    if c["ci_low"] != c["ci_low"]:  # NaN: one seed
-        return "n/a (1 seed)"
+    if c["ci_low"] is None:
+        return f"n/a (n = {c['seeds']} < {MIN_N})"
     return f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+
+
+def summary_table(results: dict) -> str:
+    """The terminal summary: test accuracy (%) per level and arm, paired differences, and the design."""
+    head, body = _accuracy_table(results)
+    src = results.get("source", {})
+    oov = results.get("oov_rate")
+    lines = [f"transfer {src.get('dataset', '?')} -> {results.get('target', '?')} ({src.get('arch', '?')}): "
+             f"test accuracy %, mean ± sd over usable seeds" + (f"; OOV rate {oov * 100:.2f}%" if oov is not None else ""),
+             design(results), format_table(head, body)]
+    comps = paired_comparisons(results)
+    if comps:
+        lines.append(f"transferred minus control, paired by seed (points, 95% t-interval for n >= {MIN_N}):")
+        lines.append(format_table(["% requested", "vs", "seeds", "mean diff", "95% CI"],
+                                  [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c)] for c in comps]))
+    return "\n".join(lines)
 
 
 def _md_table(head: list, body: list[list]) -> str:
@@ -152,102 +200,139 @@ def _md_table(head: list, body: list[list]) -> str:
 def render_markdown(results: dict) -> str:
     rows = results.get("rows", [])
     src, cfg = results.get("source", {}), results.get("config", {})
-    seeds = sorted({r["seed"] for r in rows})
-    data = results.get("data", {})
+    seeds = _seeds(results)
+    data = results.get("data") or {}
     fresh = results.get("fresh")
     out = [f"# Ticket transfer: {src.get('dataset', '?')} → {results.get('target', '?')} ({src.get('arch', '?')})", ""]
     if results.get("status") != "complete":
         out += [f"**Partial results** (status: {results.get('status', '?')}): {len(rows)} cells so far.", ""]
+    prune = src.get("find", {}).get("prune", {})
     out += [
-        f"- Source: {src.get('kind', '?')} `{src.get('path', '?')}` (seed {src.get('seed', '?')}, "
-        f"rewind {src.get('find', {}).get('prune', {}).get('rewind', '?')}, "
-        f"{src.get('find', {}).get('prune', {}).get('scope', '?')} pruning)",
+        f"- Design: **{design(results)}**.",
+        f"- Source: {src.get('kind', '?')} `{src.get('path', '?')}` (rewind {prune.get('rewind', '?')}, "
+        f"{prune.get('scope', '?')} pruning, {prune.get('rate', '?')} a round, output layer at "
+        f"{prune.get('output_rate', 1)} x the rate)",
         f"- Target: {results.get('target', '?')}, {data.get('train_size', '?')} train / {data.get('val_size', '?')} "
         f"validation / {data.get('test_size', '?')} test reviews; tested at the best-validation state",
         "- Vocabulary: the source's; OOV rate of the target text under it: "
         + (f"**{results['oov_rate'] * 100:.2f}%** of word tokens" if results.get("oov_rate") is not None else "not measured"),
-        f"- Seeds: {', '.join(map(str, seeds))} (data order and dropout per seed; the same for every arm)",
+        f"- Seeds: {', '.join(map(str, seeds))}",
         f"- Training: {json.dumps(cfg.get('train', {}), sort_keys=True)}",
     ]
+    if prune.get("rewind", "init") not in ("init", "final"):
+        out.append(f"- Late resetting ({prune.get('rewind')}): the transferred arm starts from weights trained on "
+                   f"the source for that long, so it carries source training, not just a mask.")
     if fresh:
         out.append(f"- Fresh arm: IMP on the target from the same init (bit-identical: "
-                   f"{'yes' if fresh.get('same_init') else 'NO'}), run `{fresh.get('run')}`")
+                   f"{'yes' if fresh.get('same_init') else 'NO'}), run `{fresh.get('run')}`"
+                   + (" (seed 0's; each seed has its own)" if results.get("independent") else ""))
     if results.get("command"):
         out.append(f"- Command: `{results['command']}`")
     head, body = _accuracy_table(results)
-    out += ["", f"## Test accuracy (%), mean ± std over {len(seeds)} seed(s)", "",
-            "`% remaining` is the measured density of the source level used (prunable weights; `% all weights` counts "
-            "biases too); `dense` is the unpruned network under the same protocol.", "", _md_table(head, body)]
+    out += ["", "## Test accuracy (%)", "",
+            "Mean ± sd over the seeds whose cell is not flagged (collapsed, dead units or undertrained; those are "
+            "counted in brackets and listed below). `% remaining` is the measured density of the prunable weights, "
+            "`% all` counts biases too; `% embedding`, `% rest` (everything but the embedding) and `% output` are "
+            "measured per layer group; `dense` is the unpruned network under the same protocol.", "",
+            _md_table(head, body)]
     comps = paired_comparisons(results)
     if comps:
         out += ["", "## Transferred vs the other arms, paired by seed", "",
-                f"Mean of (transferred − arm) test accuracy in points; 95% percentile bootstrap CI over seeds "
-                f"({N_BOOT} resamples, numpy seed {BOOT_SEED}). With few seeds the interval is coarse.", "",
-                _md_table(["% requested", "vs", "seeds", "mean diff", "95% CI", "per-seed diffs"],
-                          [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c),
-                            ", ".join(f"{d:+.2f}" for d in c["diffs"])] for c in comps])]
+                f"Mean of (transferred − arm) test accuracy in points over the seeds where neither cell is flagged; "
+                f"95 % t-interval over those seeds, given only for n >= {MIN_N}.", "",
+                _md_table(["% requested", "vs", "n", "flagged pairs left out", "mean diff", "95% CI", "per-seed diffs"],
+                          [[f"{c['level']:g}", c["vs"], c["seeds"], c["excluded"], f"{c['mean_diff']:+.2f}", _ci(c),
+                            ", ".join(f"{d:+.2f}" for d in c["diffs"])] for c in comps]),
+                "", "## What the intervals support", "", *[f"- {f}" for f in findings(results)]]
+    bad = flagged_rows(results)
+    out += ["", "## Flagged cells (not evidence)", ""]
+    if bad:
+        out.append(_md_table(["arm", "% requested", "seed", "flags", "majority share", "dead units", "best epoch / epochs"],
+                             [[r["arm"], f"{float(r['level']):g}", r["seed"], ", ".join(flagged(r)),
+                               f"{r.get('majority_share', float('nan')) * 100:.1f} %",
+                               f"{r.get('dead_units', '?')}/{r.get('units', '?')}", f"{r['best_epoch']} / {r['epochs']}"]
+                              for r in bad]))
+    else:
+        out.append("None: no cell collapsed to one class, has most of its units dead, or stopped at its epoch cap.")
     out += ["", "![accuracy vs density](accuracy_vs_density.png)", "",
             "Files: `results.json` (everything; `ticketkit report` rebuilds the rest from it), `results.csv` "
-            "(one row per arm, level and seed), `accuracy_vs_density.png`.", ""]
+            "(one row per arm, level and seed, with its densities and diagnostics), `accuracy_vs_density.png` "
+            "(hollow markers: flagged cells).", ""]
     return "\n".join(out)
 
 
 def plot_accuracy(results: dict, path) -> None:
-    """Accuracy against % weights remaining: log x decreasing to the right, one line per arm with ±std bands,
-    the dense accuracy as a horizontal reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Accuracy against % weights remaining: log x decreasing to the right, one line per arm (mean of the usable
+    seeds, ±sd band for n > 1), flagged cells as hollow markers, the dense accuracy as a horizontal reference.
+    Uses matplotlib's object API (Figure), so the caller's pyplot state and backend are left alone."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullFormatter
 
     from ..fsio import write_with
 
     rows = results.get("rows", [])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
     xs_all: list = []
+    any_flagged = False
     for arm in _arms(rows):
-        pts = []
+        pts, hollow = [], []
         for level in _levels(results):
             rs = _cell(rows, arm, level)
-            if rs:
-                m, s = _mean_std([r["test_accuracy"] * 100 for r in rs])
-                x = sum(r["density_prunable"] for r in rs) / len(rs) * 100
+            if not rs:
+                continue
+            x = sum(r["density_prunable"] for r in rs) / len(rs) * 100
+            ok = usable(rs)
+            if ok:
+                m, s = mean_sd([r["test_accuracy"] * 100 for r in ok])
                 pts.append((x, m, s))
-        if not pts:
+            hollow += [(x, r["test_accuracy"] * 100) for r in rs if flagged(r)]
+        if not pts and not hollow:
             continue
         pts.sort(reverse=True)
-        xs, ms, ss = zip(*pts)
-        xs_all += xs
-        line, = ax.plot(xs, ms, marker="o", label=arm)
-        ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)], color=line.get_color(), alpha=0.2)
-    dense = dense_rows(results)
+        color = None
+        if pts:
+            xs, ms, ss = zip(*pts)
+            xs_all += xs
+            line, = ax.plot(xs, ms, marker="o", label=arm)
+            color = line.get_color()
+            if any(s > 0 for s in ss):
+                ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)], color=color, alpha=0.15)
+        if hollow:
+            any_flagged = True
+            hx, hy = zip(*hollow)
+            xs_all += hx
+            ax.scatter(hx, hy, facecolors="none", edgecolors=color or "grey", s=45, zorder=3,
+                       label=None if pts else f"{arm} (all flagged)")
+    dense = usable(dense_rows(results))
     if dense:
-        m, s = _mean_std([r["test_accuracy"] * 100 for r in dense])
+        m, s = mean_sd([r["test_accuracy"] * 100 for r in dense])
         ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"dense ({m:.2f})")
         if s > 0:
             ax.axhspan(m - s, m + s, color="black", alpha=0.07)
     ax.set_xscale("log")
     ax.invert_xaxis()  # sparser to the right, as in the lottery-ticket papers
-    from matplotlib.ticker import FixedLocator, NullFormatter
-
     if xs_all:  # ticks at the measured densities, labelled in plain %
         ticks = sorted(set(round(x, 3) for x in xs_all))
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.set_xticklabels([f"{t:.3g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
     src = results.get("source", {})
-    ax.set_xlabel("% of prunable weights remaining (log scale)")
+    ax.set_xlabel("% of prunable weights remaining (measured, log scale)")
     ax.set_ylabel(f"{results.get('target', 'target')} test accuracy (%)")
-    seeds = len({r["seed"] for r in rows})
+    n = len(_seeds(results))
     ax.set_title(f"{src.get('dataset', '?')} ticket → {results.get('target', '?')} ({src.get('arch', '?')}), "
-                 f"mean ± std over {seeds} seed(s)", fontsize=10)
+                 + (f"mean ± sd over {n} {'independent ' if results.get('independent') else ''}seeds" if n > 1 else "one seed"),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if any_flagged:
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="grey"))
+        labels.append("flagged cell (not evidence)")
+    ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
-    try:
-        write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
 
 
 def render_report(results: dict, out_dir) -> dict:

@@ -49,10 +49,10 @@ def run_path(store_root: Path, cell: dict) -> Path | None:
     try:
         if read_json(src / "run.json").get("status") != "complete":
             return None
-        from ..transfer import TransferConfig, resolve_source
+        from ..transfer import TransferConfig, resolve_source, transfer_name
 
         tc = TransferConfig.from_dict(cell["config"])
-        return Path(store_root) / tc.run_name(resolve_source(str(src), Store(store_root), tc.target))
+        return Path(store_root) / transfer_name(tc, resolve_source(str(src), Store(store_root), tc.target))
     except (TicketkitError, ImportError):
         return None
 

@@ -76,7 +76,7 @@ def _train_job(job: dict, data: dict | None = None, stop_flag=None, progress: bo
 def _result_metrics(res) -> dict:
     return {"test_accuracy": res.test["accuracy"], "test_macro_f1": res.test["macro_f1"],
             "val_accuracy": res.val["accuracy"], "val_loss": res.val["loss"], "test_loss": res.test["loss"],
-            "epochs": res.epochs, "best_epoch": res.best_epoch, "seconds": round(res.seconds, 2)}
+            "epochs": res.epochs, "best_epoch": res.best_epoch, "seconds": round(res.seconds, 2), **res.diagnostics}
 
 
 def _fresh_job(cfg_dict: dict, data_dir, store_root: str, tokenizer_from: str) -> str:

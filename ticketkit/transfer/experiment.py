@@ -18,11 +18,13 @@ from ..data import load_tokenizer, prepare_data
 from ..find import Run, _versions
 from ..fsio import read_json, write_json
 from ..log import log as _log
+from ..diagnostics import DIAGNOSTIC_KEYS
 from ..prune import densities
 from ..store import Store
 from ..ticket import Ticket
 from .cells import DENSE, _Cell, _digest, _key, arm_start
 from .executors import Executors
+from .replicates import group_name, replicated, run_replicates
 from .source import Source, check_source, resolve_source
 
 
@@ -61,7 +63,15 @@ def transfer_ticket(source=None, config: TransferConfig | None = None, *, data_d
     store = store if isinstance(store, Store) else Store(store)
     store.ensure()
     src = resolve_source(source, store, cfg.target, cfg.arch, level)
+    if replicated(cfg, src):
+        return run_replicates(cfg, src, store, data_dir=data_dir, progress=progress, command=command,
+                              stop_flag=stop_flag, device=device)
     return _Transfer(cfg, src, store, data_dir, progress, command, stop_flag, device).run()
+
+
+def transfer_name(cfg: TransferConfig, src: Source) -> str:
+    """The run name `transfer_ticket(src, cfg)` writes to."""
+    return group_name(cfg, src) if replicated(cfg, src) else cfg.run_name(src)
 
 
 class _Transfer(Executors):
@@ -249,7 +259,8 @@ class _Transfer(Executors):
     def record(self, cell: _Cell, masks: dict, start: dict, digest: str, metrics: dict, shared_with=None) -> None:
         dens = densities(masks, start)
         row = {"arm": cell.arm, "level": cell.level, "seed": cell.seed, "source_level": cell.source_level,
-               "density_prunable": dens["prunable"], "density_all": dens["all"], **metrics, "digest": digest}
+               "density_prunable": dens["prunable"], "density_all": dens["all"], **dens["groups"],
+               "layers": dens["layers"], **metrics, "digest": digest}
         if "fresh_level" in cell.extra:
             row["fresh_level"] = cell.extra["fresh_level"]
         if shared_with is not None:  # bit-identical training: trained once, recorded for each arm at no cost
@@ -311,7 +322,7 @@ class _Transfer(Executors):
             t = level0 if j == 0 else self._fresh_ticket(d, used)
             start = t.init if j == 0 else t.rewind  # level 0 trains from init; its ticket's rewind may be epoch k
             row = t.config["summary"]
-            if "test_loss" not in row:
+            if "test_loss" not in row or "flags" not in row:
                 continue  # found before ticketkit recorded it: retrain rather than leave a metric out
             self.by_digest.setdefault((_digest(t.masks, start), int(cfg["seed"])),
                                       {**_metrics(row), "arm": "fresh", "level": j, "label": f"{fresh.path.name} level {j}"})
@@ -319,5 +330,5 @@ class _Transfer(Executors):
 
 def _metrics(row: dict) -> dict:
     keys = ("test_accuracy", "test_macro_f1", "val_accuracy", "val_loss", "test_loss", "epochs", "best_epoch", "seconds",
-            "trained_with")
+            "trained_with", *DIAGNOSTIC_KEYS)
     return {k: row[k] for k in keys if k in row}

@@ -1,0 +1,97 @@
+"""Independent replicates of a transfer: seed s re-runs the whole experiment.
+
+For a source run (a find on IMDB, say) and seeds [0, 1, 2], seed s gets:
+  - its own source search: the source's find settings at seed s (init, subsample, split, data order, dropout),
+    found here unless the store already has it;
+  - a transfer of that search at seed s alone: the target split drawn with seed s, its fresh search at seed s from
+    the same init as its source, every control drawn from seed s.
+Each replicate is an ordinary one-seed transfer run (resumable, reused when finished); the group's results.json
+holds their rows side by side, and its report takes intervals over the seeds, which are now independent end to end.
+A single ticket (or `independent=False`) cannot be replicated: its seeds vary only the target training, and the
+report says so.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from ..config import TransferConfig, config_hash
+from ..find import _versions
+from ..fsio import read_json, write_json
+from ..log import log
+from ..store import Store
+from .source import Source, check_source, resolve_source
+
+
+def replicated(cfg: TransferConfig, src: Source) -> bool:
+    """Whether this transfer runs as independent replicates (a run's settings can be searched again per seed)."""
+    return cfg.independent and src.kind == "run" and len(cfg.seeds) > 1
+
+
+def group_name(cfg: TransferConfig, src: Source) -> str:
+    """A replicated transfer's name: the source's find settings without their seed (each replicate searches its
+    own), and the transfer's settings."""
+    find = src.find.to_dict()
+    find.pop("seed")
+    h = config_hash({"replicates_of": find, "settings": cfg.hashed()})
+    return f"transfer-{src.dataset}-{cfg.target}-{src.arch}-{h}"
+
+
+def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=None, progress=True, command=None,
+                   stop_flag=None, device=None):
+    from ..seeds import find_seeds
+    from .experiment import TransferRun
+
+    check_source(src, src.levels, cfg.arch)  # before any training: the given run loads, verifies and fits
+    name = group_name(cfg, src)
+    rd = store.run_dir(name)
+    log(progress, f"[{name}] {len(cfg.seeds)} independent replicates: seed s searches {src.dataset} at seed s, "
+                  f"then transfers to {cfg.target} at seed s")
+    # Every seed's source search first (in worker processes when asked): the transfers then only train.
+    runs = find_seeds(replace(src.find, seed=0), cfg.seeds, workers=cfg.workers, data_dir=data_dir, store=store,
+                      progress=progress, device=device, stop_flag=stop_flag)
+    with store.lock(name):
+        rd.mkdir(parents=True, exist_ok=True)
+        rp = rd / "results.json"
+        res = read_json(rp) if rp.exists() else {
+            "kind": "transfer", "name": name, "config": cfg.to_dict(), "target": cfg.target, "rows": [],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
+        res["config"]["workers"] = cfg.workers
+        res.update(status="running", independent=True, replicates=res.get("replicates", {}))
+        write_json(rp, res)
+        try:
+            _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag, device)
+        except BaseException as e:
+            if not res["rows"]:  # nothing trained under this name: leave no trace of it
+                import shutil
+
+                shutil.rmtree(rd, ignore_errors=True)
+            else:
+                write_json(rp, dict(res, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed"))
+            raise
+        res["status"] = "complete"
+        res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(rp, res)
+        from ..report import render_report
+
+        render_report(res, rd)
+        log(progress, f"[{name}] done: {len(res['rows'])} cells over {len(cfg.seeds)} independent seeds in {rd}")
+        return TransferRun(rd)
+
+
+def _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag, device) -> None:
+    """Each seed's one-seed transfer of its own source search, its rows copied into the group as it finishes."""
+    from .experiment import _Transfer
+
+    for seed, run in zip(cfg.seeds, runs):
+        s_src = resolve_source(str(run.path), store, cfg.target, cfg.arch)
+        one = _Transfer(replace(cfg, seeds=[seed]), s_src, store, data_dir, progress, command, stop_flag, device).run()
+        r = one.results
+        res["replicates"][str(seed)] = {"source": str(run.path), "transfer": str(one.path),
+                                        "oov_rate": r.get("oov_rate"), "data": r.get("data"),
+                                        "fresh": r.get("fresh"), "timing": r.get("timing")}
+        res["rows"] = [x for x in res["rows"] if int(x["seed"]) != seed] + r["rows"]
+        if seed == cfg.seeds[0]:  # the first replicate describes the design (plan, source settings)
+            res.update(source=r["source"], plan=r["plan"], data=r.get("data"), oov_rate=r.get("oov_rate"),
+                       fresh=r.get("fresh"))
+        write_json(rp, res)
