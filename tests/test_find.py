@@ -7,6 +7,7 @@ import torch
 from conftest import TINY_FLAGS, run_cli
 from ticketkit import Ticket, find_ticket
 from ticketkit.config import FindConfig
+from ticketkit.find import _load_state
 from ticketkit.prune import is_nested
 
 
@@ -191,3 +192,23 @@ def test_artifacts_are_readable_by_others_in_a_shared_store(tiny_data, tmp_path,
     for p in [run.path / "run.json", run.path / "level-01", run.path / "level-01" / "ticket.safetensors"]:
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode == (0o777 if p.is_dir() else 0o666) & ~umask, (p, oct(mode))
+
+
+def test_find_calls_the_registered_pruning_method(tiny_data, tmp_path, tiny_config):
+    """Pruning is method x scope: a method registered in one place is what find's loop scores with."""
+    from ticketkit.prune import METHODS, register_method
+
+    @register_method("smallest-first")
+    def smallest(weights, masks, context=None):  # keeps the SMALLEST magnitudes: the opposite of magnitude
+        return {n: -weights[n].detach().abs() for n in masks}
+
+    try:
+        run = find_ticket(tiny_config("cnn", method="smallest-first", levels=1), data_dir=tiny_data, store=tmp_path,
+                          progress=False)
+        trained = _load_state(run.path / "trained" / "level-00.safetensors")
+        m = run.ticket(1).masks["convs.0.weight"]
+        w = trained["convs.0.weight"].abs()
+        assert w[m].max() <= w[~m].min()  # survivors are the smallest trained weights
+        assert run.config.prune.method == "smallest-first"
+    finally:
+        METHODS.pop("smallest-first")

@@ -88,6 +88,7 @@ class TrainHparams:
 
 @dataclass
 class PruneHparams:
+    method: str = field(default="magnitude", metadata=flag("how weights are scored for pruning (registered methods: magnitude)"))
     scope: str = field(default="local", metadata=flag("local (same rate per layer) | global (one threshold)", name="prune"))
     schedule: str = field(default="iterative", metadata=flag("iterative (a rate per round) | oneshot (straight to --target)"))
     rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
@@ -108,7 +109,9 @@ class PruneHparams:
         _check(self.target is None or 0 < self.target < 1, "prune.target", f"must be in (0, 1), got {self.target}")
         _check(self.schedule != "oneshot" or self.target is not None, "prune.target", "oneshot needs a target: pass --target 0.5")
         from .controls import CONTROLS
+        from .prune import METHODS
 
+        _check(self.method in METHODS, "prune.method", f"must be one of {', '.join(sorted(METHODS))}, got {self.method!r}")
         names = ["none", *CONTROLS]
         _check(self.control in names, "prune.control", f"must be {', '.join(names[:-1])} or {names[-1]}, got {self.control!r}")
         _check(0 <= self.layer_floor < 1, "prune.layer_floor", f"must be in [0, 1), got {self.layer_floor}")

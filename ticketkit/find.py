@@ -26,7 +26,7 @@ from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
-from .prune import densities, full_masks, masked_state, nonzero_density, prune
+from .prune import densities, full_masks, masked_state, nonzero_density, prune_step
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, pick_level
 from .ticket import Ticket, param_spec
@@ -255,8 +255,8 @@ class _Search:
             rate = self.next_rate(level, masks)
             if rate is None:
                 return rows
-            masks = prune(trained, masks, rate, pr.scope, pr.layer_rates, self.output_layer, pr.output_rate,
-                          pr.layer_floor)
+            masks = prune_step(pr.method, trained, masks, rate, pr.scope, pr.layer_rates, self.output_layer,
+                               pr.output_rate, pr.layer_floor)
             level += 1
 
     def next_rate(self, level: int, masks) -> float | None:

@@ -1,4 +1,9 @@
-"""Unstructured magnitude pruning, its random controls, and mask bookkeeping.
+"""Unstructured pruning as method x scope, the random controls' mask draws, and mask bookkeeping.
+
+A pruning *method* scores every prunable weight (magnitude: |w| of the trained weights; a method at
+initialisation such as SNIP or SynFlow would score the init with the model and data in `PruneContext`); a *scope*
+turns scores into a mask (local: the same rate per layer; global: one threshold). find calls `prune_step`, so a new
+method is one scoring function and its `register_method` line.
 
 A mask is a dict from parameter name to a bool tensor of the parameter's shape (True = kept). Pruning only ever
 removes surviving weights, so successive masks nest. Counts are exact: a layer with n survivors pruned at rate r
@@ -7,6 +12,7 @@ loses round(r * n) of them, smallest magnitude first, ties broken by position (s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -14,6 +20,7 @@ import torch
 from .errors import TicketkitError
 
 Masks = dict[str, torch.Tensor]
+FLOOR = 0.001  # PruneHparams.layer_floor's default
 EMBEDDING = "embedding.weight"  # the registered models' embedding and output layer
 OUTPUT = "fc.weight"             # (models.py: output_layer)
 PRUNERS = {}
@@ -24,6 +31,41 @@ def register_pruner(name):
         PRUNERS[name] = fn
         return fn
     return deco
+
+
+METHODS: dict = {}
+
+
+def register_method(name: str, at_init: bool = False):
+    """Register a scoring function `fn(weights, masks, context) -> {name: scores}` (higher = keep). `at_init`:
+    the method scores the initial weights (it needs context.model and context.batches), not the trained ones."""
+    def deco(fn):
+        fn.at_init = at_init
+        METHODS[name] = fn
+        return fn
+    return deco
+
+
+@dataclass
+class PruneContext:
+    """What a method may need beyond the weights: the model (at the weights scored) and a batch iterator."""
+    model: object = None
+    batches: object = None
+
+
+@register_method("magnitude")
+def magnitude_scores(weights: dict[str, torch.Tensor], masks: Masks, context: PruneContext | None = None) -> dict:
+    return {n: weights[n].detach().abs() for n in masks}
+
+
+def prune_step(method: str, weights, masks: Masks, rate: float, scope: str = "local", layer_rates=None,
+               output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR,
+               context: PruneContext | None = None) -> Masks:
+    """One pruning round: `method` scores, `scope` (with the output layer's rate and the floor) decides."""
+    if method not in METHODS:
+        raise TicketkitError(f"unknown pruning method {method!r}: choose one of {', '.join(sorted(METHODS))}")
+    return prune(METHODS[method](weights, masks, context), masks, rate, scope, layer_rates, output_layer,
+                 output_factor, floor)
 
 
 def full_masks(params: dict[str, torch.Tensor], names: Iterable[str]) -> Masks:
@@ -48,9 +90,6 @@ def layer_rate(name: str, rate: float, layer_rates: dict | None, output_layer: s
     if layer_rates and name in layer_rates:
         return layer_rates[name]
     return rate * output_factor if name == output_layer else rate
-
-
-FLOOR = 0.001  # PruneHparams.layer_floor's default
 
 
 def floor_count(numel: int, alive: int, floor: float) -> int:
