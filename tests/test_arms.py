@@ -117,7 +117,8 @@ def test_transfer_with_stacked_arms_matches_one_after_another(tiny_data, tmp_pat
     src = next((tmp_path / "a").glob("find-imdb-*"))
     shutil.copytree(src, tmp_path / "b" / src.name)
     p = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "2", "--levels", "100,64", "--controls",
-                "random-prune,random-reinit", "--batch-arms", "yes", "--data-dir", tiny_data, "--store", tmp_path / "a",
+                "random-prune,random-reinit", "--one-source", "--batch-arms", "yes", "--data-dir", tiny_data,
+                "--store", tmp_path / "a",
                 *flags, "--json")
     out = json.loads(p.stdout)
     res = read_json(out["run"] + "/results.json")
@@ -127,7 +128,7 @@ def test_transfer_with_stacked_arms_matches_one_after_another(tiny_data, tmp_pat
     # model (at seed 0 the fresh arm is the fresh search's own training, recorded from it)
     assert {r["arm"] for r in together if r["seed"] == 1} >= {"transferred", "random-prune", "random-reinit", "fresh"}
     assert {r["arm"] for r in together if r["seed"] == 0} >= {"transferred", "random-prune", "random-reinit"}
-    cfg = TransferConfig(target="yelp2", seeds=2, levels=[100, 64], controls=["random-prune", "random-reinit"],
+    cfg = TransferConfig(target="yelp2", seeds=2, independent=False, levels=[100, 64], controls=["random-prune", "random-reinit"],
                          max_train=200, max_test=100, batch_arms="no",
                          train=TrainHparams(epochs=2, batch_size=32, precision="fp32"))
     one = transfer_ticket(str(tmp_path / "b" / src.name), cfg, data_dir=tiny_data, store=tmp_path / "b", progress=False)

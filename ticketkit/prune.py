@@ -64,8 +64,8 @@ def prune_step(method: str, weights, masks: Masks, rate: float, scope: str = "lo
     """One pruning round: `method` scores, `scope` (with the output layer's rate and the floor) decides."""
     if method not in METHODS:
         raise TicketkitError(f"unknown pruning method {method!r}: choose one of {', '.join(sorted(METHODS))}")
-    return prune(METHODS[method](weights, masks, context), masks, rate, scope, layer_rates, output_layer,
-                 output_factor, floor)
+    return prune_scores(METHODS[method](weights, masks, context), masks, rate, scope, layer_rates, output_layer,
+                        output_factor, floor)
 
 
 def full_masks(params: dict[str, torch.Tensor], names: Iterable[str]) -> Masks:
@@ -104,9 +104,9 @@ def floor_count(numel: int, alive: int, floor: float) -> int:
 
 
 @register_pruner("local")
-def prune_local(weights: dict[str, torch.Tensor], masks: Masks, rate: float, layer_rates: dict | None = None,
+def prune_local(scores: dict[str, torch.Tensor], masks: Masks, rate: float, layer_rates: dict | None = None,
                 output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
-    """Each layer loses the same fraction of its surviving weights (the output layer `output_factor` of it, a layer
+    """Each layer loses the same fraction of its surviving weights, lowest scores first (the output layer `output_factor` of it, a layer
     in layer_rates its own rate), down to its floor."""
     out = {}
     for n, m in masks.items():
@@ -114,14 +114,14 @@ def prune_local(weights: dict[str, torch.Tensor], masks: Masks, rate: float, lay
         alive = m.flatten()
         before = int(alive.sum())
         k = min(int(round(r * before)), before - floor_count(m.numel(), before, floor))
-        out[n] = _prune_k(weights[n].detach().abs().flatten().float(), alive, k).view_as(m)
+        out[n] = _prune_k(scores[n].detach().flatten().float(), alive, k).view_as(m)
     return out
 
 
 @register_pruner("global")
-def prune_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float, layer_rates: dict | None = None,
+def prune_global(scores: dict[str, torch.Tensor], masks: Masks, rate: float, layer_rates: dict | None = None,
                  output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
-    """One magnitude threshold across all layers: the round(rate * survivors) smallest weights anywhere go, except
+    """One score threshold across all layers: the round(rate * survivors) lowest-scoring weights anywhere go, except
     each layer's largest `floor_count` survivors, which are spared.
 
     The output layer stands outside the threshold and is pruned on its own at `output_factor` x rate (as local
@@ -130,23 +130,23 @@ def prune_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float, la
         raise TicketkitError("prune.layer_rates applies to local pruning only: drop it or use --prune local")
     out = {}
     if output_layer in masks and output_factor != 1.0:
-        out = prune_local(weights, {output_layer: masks[output_layer]}, rate * output_factor, floor=floor)
+        out = prune_local(scores, {output_layer: masks[output_layer]}, rate * output_factor, floor=floor)
     names = [n for n in masks if n not in out]
-    scores = []
+    flat = []
     for n in names:
-        sc = weights[n].detach().abs().flatten().float()
+        sc = scores[n].detach().flatten().float()
         alive = masks[n].flatten()
         keep = floor_count(alive.numel(), int(alive.sum()), floor)
         if keep:  # the floor's survivors score +inf: the threshold never reaches them
-            top = torch.where(alive, sc, torch.full_like(sc, -1.0)).argsort(descending=True, stable=True)[:keep]
+            top = torch.where(alive, sc, torch.full_like(sc, -float("inf"))).argsort(descending=True, stable=True)[:keep]
             sc = sc.clone()
             sc[top] = float("inf")
-        scores.append(sc)
-    scores = torch.cat(scores)
+        flat.append(sc)
+    flat = torch.cat(flat)
     alive = torch.cat([masks[n].flatten() for n in names])
     k = int(round(rate * int(alive.sum())))
-    k = min(k, int((alive & torch.isfinite(scores)).sum()))
-    new = _prune_k(scores, alive, k)
+    k = min(k, int((alive & torch.isfinite(flat)).sum()))
+    new = _prune_k(flat, alive, k)
     i = 0
     for n in names:
         sz = masks[n].numel()
@@ -155,11 +155,19 @@ def prune_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float, la
     return {n: out[n] for n in masks}
 
 
-def prune(weights, masks: Masks, rate: float, scope: str = "local", layer_rates=None, output_layer: str | None = None,
-          output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
+def prune_scores(scores, masks: Masks, rate: float, scope: str = "local", layer_rates=None,
+                 output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
+    """One round of `scope` over a method's scores (higher = keep)."""
     if scope not in PRUNERS:
         raise TicketkitError(f"unknown pruning scope {scope!r}: choose one of {sorted(PRUNERS)}")
-    return PRUNERS[scope](weights, masks, rate, layer_rates, output_layer, output_factor, floor)
+    return PRUNERS[scope](scores, masks, rate, layer_rates, output_layer, output_factor, floor)
+
+
+def prune(weights, masks: Masks, rate: float, scope: str = "local", layer_rates=None, output_layer: str | None = None,
+          output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
+    """One round of magnitude pruning of `weights` (smallest |w| first)."""
+    return prune_scores(magnitude_scores(weights, masks), masks, rate, scope, layer_rates, output_layer,
+                        output_factor, floor)
 
 
 def local_counts(masks: Masks, rate: float, rounds: int, layer_rates: dict | None = None,
