@@ -367,6 +367,13 @@ def test_olah_pull_load_transfer(olah, run_dir, tiny_data, tmp_path):
     res = json.loads(p.stdout)
     report = Path(res["run"]) / "report.md"
     assert report.exists() and "yelp2" in report.read_text()
+    # one level of a pulled run, by hf:// and --level (resolved by hub.resolve_ref, as `show` does)
+    p = cli("transfer", "hf://bob/imdb-run", "--level", "1", "--to", "yelp2", "--data-dir", tiny_data, "--store", store,
+            "--levels", "100", "--seeds", "1", "--no-fresh", "--controls", "none", "--epochs", "1", "--batch-size", "32",
+            "--quiet", "--json", env=offline)
+    one = json.loads(p.stdout)
+    src = json.loads((Path(one["run"]) / "results.json").read_text())["source"]
+    assert src["kind"] == "ticket" and src["path"].endswith("level-01")
 
 
 def test_olah_errors_are_one_line(olah, tmp_path):

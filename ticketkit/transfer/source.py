@@ -16,7 +16,7 @@ from ..find import Run
 from ..fsio import read_json
 from ..models import create_model, model_kwargs
 from ..prune import full_masks
-from ..store import LEVEL_RE, Store
+from ..store import LEVEL_RE, Store, is_ticket_dir
 from ..ticket import Ticket, param_spec
 
 
@@ -131,10 +131,10 @@ def resolve_source(ref=None, store=None, target: str = "yelp2", arch: str | None
         ref = max(runs, key=lambda r: r.get("finished", ""))["path"]
     ref = str(ref)
     if ref.startswith("hf://"):
-        if level is not None:
-            return _single(store.resolve(ref, level))
-        from ..hub import pull
+        from ..hub import pull, resolve_ref  # hub.resolve_ref is the one place that turns hf:// into a path
 
+        if level is not None:
+            return _single(resolve_ref(ref, level, store))
         p = Path(pull(ref[5:], store=store))
     else:
         p = Path(ref)
@@ -143,7 +143,7 @@ def resolve_source(ref=None, store=None, target: str = "yelp2", arch: str | None
         elif not p.exists():  # a name or prefix in the store: a run (via one of its levels) or a ticket
             r = Path(store.resolve(ref))
             p = r.parent if LEVEL_RE.match(r.name) else r
-    if (p / "ticket.safetensors").exists() or (p / "manifest.json").exists():
+    if is_ticket_dir(p):
         if level is not None:
             raise TicketkitError(f"{p} is a single ticket: --level applies to runs only")
         return _single(p)
