@@ -21,8 +21,9 @@ The modules, one idea each:
   source      what is transferred: a run or a ticket, resolved, its tickets loaded once (verified)
   cells       the (arm, level, seed) cells and each arm's masks and starting weights (controls: ticketkit.controls)
   executors   how cells train: one by one, in worker processes, or a level's arms stacked (ticketkit.arms)
-  experiment  the plan, the target data, the record in results.json: TransferRun, transfer_ticket
-  replicates  independent seeds: one source search, fresh search and transfer per seed, one results.json
+  experiment  one transfer: the plan, the target data, the record in results.json; TransferRun
+  replicates  transfer_ticket: one transfer, or independent seeds (a source search, fresh search and transfer
+              per seed, one results.json)
   command     `ticketkit transfer` (settings from a recipe and flags; a recipe's source found first)
 The settings, TransferConfig, live in ticketkit.config with the other hyperparameter dataclasses.
 """
@@ -30,7 +31,8 @@ from ..config import BATCH_ARMS, DEFAULT_LEVELS, TransferConfig
 from .cells import ARMS, DENSE, _Cell, _digest, _key, arm_start
 from .command import build_transfer_config, source_find_config, transfer_command
 from .executors import _fresh_job, _train_job, _worker_init
-from .experiment import TransferRun, _Transfer, transfer_name, transfer_ticket
+from .experiment import TransferRun, _Transfer
+from .replicates import transfer_name, transfer_ticket
 from .source import Source, SourceLevel, check_source, resolve_source
 
 config_from_recipe = TransferConfig.from_recipe

@@ -9,7 +9,8 @@ import typing
 
 from ..config import FindConfig, TransferConfig, cli_fields, from_dict, load_recipe, merge, set_path
 from ..errors import TicketkitError
-from .experiment import TransferRun, transfer_ticket
+from .experiment import TransferRun
+from .replicates import transfer_ticket
 
 
 def _csv_list(value: str | None, what: str, conv=str) -> list | None:

@@ -24,8 +24,7 @@ from ..store import Store
 from ..ticket import Ticket
 from .cells import DENSE, _Cell, _digest, _key, arm_start
 from .executors import Executors
-from .replicates import group_name, replicated, run_replicates
-from .source import Source, check_source, resolve_source
+from .source import Source, check_source
 
 
 @dataclass
@@ -53,25 +52,6 @@ class TransferRun:
     def __repr__(self) -> str:
         r = self.results
         return f"TransferRun({self.path.name!r}, rows={len(r.get('rows', []))}, status={r.get('status')!r})"
-
-
-def transfer_ticket(source=None, config: TransferConfig | None = None, *, data_dir=None, store=None,
-                    progress: bool = True, command: str | None = None, stop_flag=None, level=None,
-                    device=None) -> TransferRun:
-    """Run (or resume, or reuse) the transfer experiment of `source` to `config.target`. See ticketkit.transfer."""
-    cfg = (config or TransferConfig()).validate()
-    store = store if isinstance(store, Store) else Store(store)
-    store.ensure()
-    src = resolve_source(source, store, cfg.target, cfg.arch, level)
-    if replicated(cfg, src):
-        return run_replicates(cfg, src, store, data_dir=data_dir, progress=progress, command=command,
-                              stop_flag=stop_flag, device=device)
-    return _Transfer(cfg, src, store, data_dir, progress, command, stop_flag, device).run()
-
-
-def transfer_name(cfg: TransferConfig, src: Source) -> str:
-    """The run name `transfer_ticket(src, cfg)` writes to."""
-    return group_name(cfg, src) if replicated(cfg, src) else cfg.run_name(src)
 
 
 class _Transfer(Executors):

@@ -1,4 +1,5 @@
-"""Independent replicates of a transfer: seed s re-runs the whole experiment.
+"""`transfer_ticket`, the transfer entry point: one transfer (experiment.py), or independent replicates of it, where
+seed s re-runs the whole experiment.
 
 For a source run (a find on IMDB, say) and seeds [0, 1, 2], seed s gets:
   - its own source search: the source's find settings at seed s (init, subsample, split, data order, dropout),
@@ -20,7 +21,28 @@ from ..find import _versions
 from ..fsio import read_json, write_json
 from ..log import log
 from ..store import Store
+from .experiment import TransferRun, _Transfer
 from .source import Source, check_source, resolve_source
+
+
+def transfer_ticket(source=None, config: TransferConfig | None = None, *, data_dir=None, store=None,
+                    progress: bool = True, command: str | None = None, stop_flag=None, level=None,
+                    device=None) -> TransferRun:
+    """Run (or resume, or reuse) the transfer experiment of `source` to `config.target`: independent replicates
+    when the seeds can be (a source run, cfg.independent), one transfer otherwise. See ticketkit.transfer."""
+    cfg = (config or TransferConfig()).validate()
+    store = store if isinstance(store, Store) else Store(store)
+    store.ensure()
+    src = resolve_source(source, store, cfg.target, cfg.arch, level)
+    if replicated(cfg, src):
+        return run_replicates(cfg, src, store, data_dir=data_dir, progress=progress, command=command,
+                              stop_flag=stop_flag, device=device)
+    return _Transfer(cfg, src, store, data_dir, progress, command, stop_flag, device).run()
+
+
+def transfer_name(cfg: TransferConfig, src: Source) -> str:
+    """The run name `transfer_ticket(src, cfg)` writes to."""
+    return group_name(cfg, src) if replicated(cfg, src) else cfg.run_name(src)
 
 
 def replicated(cfg: TransferConfig, src: Source) -> bool:
@@ -40,7 +62,6 @@ def group_name(cfg: TransferConfig, src: Source) -> str:
 def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=None, progress=True, command=None,
                    stop_flag=None, device=None):
     from ..seeds import find_seeds
-    from .experiment import TransferRun
 
     check_source(src, src.levels, cfg.arch)  # before any training: the given run loads, verifies and fits
     name = group_name(cfg, src)
@@ -81,8 +102,6 @@ def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=N
 
 def _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag, device) -> None:
     """Each seed's one-seed transfer of its own source search, its rows copied into the group as it finishes."""
-    from .experiment import _Transfer
-
     for seed, run in zip(cfg.seeds, runs):
         s_src = resolve_source(str(run.path), store, cfg.target, cfg.arch)
         one = _Transfer(replace(cfg, seeds=[seed]), s_src, store, data_dir, progress, command, stop_flag, device).run()
