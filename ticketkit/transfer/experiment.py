@@ -1,7 +1,6 @@
-"""A transfer experiment: its plan (requested levels -> source levels), its cells, the target data, and the
-record of every finished cell in results.json, from which the report is built.
-
-    transfer_ticket(source, TransferConfig(target="yelp2")) -> TransferRun
+"""One transfer experiment: its plan (requested levels -> source levels), its cells, the target data, and the
+record of every finished cell in results.json, from which the report is built. `transfer_ticket`
+(replicates.py) runs it, once or once per independent seed.
 """
 from __future__ import annotations
 
