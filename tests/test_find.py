@@ -212,3 +212,54 @@ def test_find_calls_the_registered_pruning_method(tiny_data, tmp_path, tiny_conf
         assert run.config.prune.method == "smallest-first"
     finally:
         METHODS.pop("smallest-first")
+
+
+@pytest.mark.parametrize("scope,rewind", [("local", "init"), ("global", "final")])
+def test_oneshot_levels_share_the_dense_training_and_hit_the_iterative_counts(tiny_data, tmp_path, tiny_config,
+                                                                               monkeypatch, scope, rewind):
+    """oneshot-levels: one dense training (level 0), then each level pruned in one shot from its trained weights to
+    the iterative schedule's counts at that round (per layer under local pruning, in total under global)."""
+    import ticketkit.find as find_mod
+    from ticketkit.prune import full_masks, local_counts
+
+    dense_flags, real = [], find_mod.train
+
+    def counting(model, masks, *a, **k):
+        dense_flags.append(all(bool(m.all()) for m in masks.values()))
+        return real(model, masks, *a, **k)
+
+    monkeypatch.setattr(find_mod, "train", counting)
+    kw = dict(scope=scope, rewind=rewind, levels=3, rate=0.4)
+    one = find_ticket(tiny_config("cnn", schedule="oneshot-levels", **kw), data_dir=tiny_data, store=tmp_path, progress=False)
+    assert dense_flags == [True, False, False, False]  # the dense network is trained once, shared by every level
+    it = find_ticket(tiny_config("cnn", **kw), data_dir=tiny_data, store=tmp_path, progress=False)
+    assert one.path != it.path and one.levels[0]["test_accuracy"] == it.levels[0]["test_accuracy"]
+
+    dense = _load_state(one.path / "trained" / "level-00.safetensors")
+    out = "fc.weight"
+    full = full_masks(dense, Ticket.load(one.ticket_paths()[0]).masks)
+    predicted = local_counts(full, 0.4, 3, output_layer=out, output_factor=0.5)
+    for k, (mo, mi) in enumerate(zip(_masks(one), _masks(it))):
+        co, ci = ({n: int(m.sum()) for n, m in x.items()} for x in (mo, mi))
+        if scope == "local":
+            assert co == ci and (k == 0 or co == predicted[k - 1])  # exactly the iterative per-layer counts
+            groups = [[n] for n in mo]
+        else:
+            assert sum(co.values()) == sum(ci.values()) and co[out] == ci[out]  # the same total, output apart
+            groups = [[out], [n for n in mo if n != out]]
+        if k == 0:
+            continue
+        for g in groups:  # every level is a top-k of the same dense trained weights: no other training chose it
+            w = torch.cat([dense[n].abs().flatten() for n in g])
+            m = torch.cat([mo[n].flatten() for n in g])
+            assert w[m].min() >= w[~m].max()
+        t = Ticket.load(one.ticket_paths()[k])
+        start = t.init if rewind == "init" else dense  # fine-tuning restarts every level from the dense weights
+        assert all(torch.equal(t.rewind[n], start[n]) for n in t.rewind)
+
+
+def test_oneshot_levels_is_validated():
+    cfg = FindConfig()
+    cfg.prune.schedule = "oneshot-level"
+    with pytest.raises(Exception, match="prune.schedule: must be iterative, oneshot, oneshot-levels"):
+        cfg.validate()

@@ -64,24 +64,48 @@ def sweep_dict(text: str) -> dict:
 def test_seed_study_grid():
     full = expand(load_sweep_recipe(REPO / "recipes" / "seed_study.toml"))
     finds = [c for c in full.cells if c.kind == "find"]
-    transfers = [c for c in full.cells if c.kind == "transfer"]
-    # 2 archs x 3 rewinds x 2 scopes x 2 schedules x 2 controls x 5 seeds; every magnitude ticket -> yelp2.
-    assert len(finds) == 2 * 3 * 2 * 2 * 2 * 5 == 240
-    assert len(transfers) == 120
+    # one axis at a time around (init, local, iterative, none): 1 + 2 rewinds + 1 scope + 1 schedule + 2 controls,
+    # for 2 archs x 3 seeds; no transfer cells (the headline transfer is its own command).
+    assert len(finds) == len(full.cells) == 7 * 2 * 3 == 42
     assert len({c.id for c in full.cells}) == len(full.cells)
-    assert {c.config["prune"]["rewind"] for c in finds} == {"init", "epoch:1", "final"}
-    assert all(c.config["prune"]["target"] == 0.5 for c in finds)
+    ref = {"rewind": "init", "prune": "local", "schedule": "iterative", "control": "none"}
+    for c in finds:
+        assert sum(c.axes[k] != v for k, v in ref.items()) <= 1, c.axes  # at most one axis off the reference
+        assert c.config["prune"]["target"] is None and c.config["prune"]["levels"] == 7  # down to the seed's 0.2 %
+    assert {c.axes["schedule"] for c in finds} == {"iterative", "oneshot-levels"}
+    assert {c.config["prune"]["control"] for c in finds} == {"none", "random-prune", "random-reinit"}
+    assert {(c.axes["arch"], c.axes["seed"]) for c in finds} == {(a, s) for a in ("cnn", "lstm") for s in (0, 1, 2)}
     seen = set()
     for c in full.cells:  # dependency order: every dependency comes before its dependents
         assert all(d in seen for d in c.deps), c.id
         seen.add(c.id)
-    ctrl = [c for c in finds if c.config["prune"]["control"] == "random-prune"]
-    assert all(full.cell(c.deps[0]).config["prune"]["control"] == "none" for c in ctrl)
-    assert all(t.config["target"] == "yelp2" and t.config["seeds"] == [full.cell(t.source).config["seed"]] for t in transfers)
+    ctrl = [c for c in finds if c.config["prune"]["control"] != "none"]
+    assert all(full.cell(c.deps[0]).axes == {**c.axes, "control": "none"} for c in ctrl)  # the reference run
+    grid = expand({**load_sweep_recipe(REPO / "recipes" / "seed_study.toml"),
+                   "sweep": {**load_sweep_recipe(REPO / "recipes" / "seed_study.toml")["sweep"], "design": "grid"}})
+    assert len(grid.cells) == 3 * 2 * 2 * 3 * 2 * 3 == 216  # the full factorial grid stays available
     quick = expand(load_sweep_recipe(REPO / "recipes" / "seed_study.toml", quick=True))
-    assert len(quick.cells) == 72 and quick.name != full.name
-    assert {c.config["seed"] for c in quick.cells if c.kind == "find"} == {0}
-    assert all(c.config["data"]["max_train"] == 600 for c in quick.cells if c.kind == "find")
+    assert len(quick.cells) == 42 and quick.name != full.name
+    assert {c.config["seed"] for c in quick.cells} == {0, 1, 2}
+    assert all(c.config["data"]["max_train"] == 600 and c.config["prune"]["levels"] == 3 for c in quick.cells)
+
+
+def test_one_at_a_time_design_and_its_errors():
+    base = '[sweep]\ndesign = "one-at-a-time"\nrewind = ["init", "final"]\nprune = ["local", "global"]\nseed = [0, 1]\n'
+    s = expand(sweep_dict(base + TINY))
+    # no reference table: every axis but the seed varies alone around its first value
+    assert sorted((c.axes["rewind"], c.axes["prune"], c.axes["seed"]) for c in s.cells) == \
+        [("final", "local", 0), ("final", "local", 1), ("init", "global", 0), ("init", "global", 1),
+         ("init", "local", 0), ("init", "local", 1)]
+    s = expand(sweep_dict(base.replace("seed", 'arch = ["cnn", "lstm"]\nreference = {prune = "global"}\nseed') + TINY))
+    # a reference table names the varied axes; the rest (rewind here, arch, seed) are crossed
+    assert len(s.cells) == 2 * 2 * 2 * 2 and {c.axes["prune"] for c in s.cells} == {"local", "global"}
+    with pytest.raises(TicketkitError, match=r"sweep\.design: must be 'grid' or 'one-at-a-time', got 'ofat'"):
+        expand(sweep_dict(base.replace("one-at-a-time", "ofat") + TINY))
+    with pytest.raises(TicketkitError, match=r"sweep\.reference: 'lr' is not an axis"):
+        expand(sweep_dict(base + 'reference = {lr = 1}\n' + TINY))
+    with pytest.raises(TicketkitError, match=r"sweep\.reference: prune = 'both' is not one of"):
+        expand(sweep_dict(base + 'reference = {prune = "both"}\n' + TINY))
 
 
 def test_grid_dedupes_and_adds_dependencies():

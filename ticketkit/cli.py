@@ -359,6 +359,24 @@ def report(ref, store, as_json):
           f"{summary_table(results)}\nwrote {', '.join(str(v) for v in paths.values())}")
 
 
+@main.command()
+@click.argument("refs", nargs=-1, metavar="RUN_OR_TRANSFER...")
+@click.option("--arm", default="transferred", show_default=True, help="the arm of a transfer run to compare")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="where compare.md, points.csv and the PNGs go (default ./compare-<hash>)")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look runs up by name")
+@click.option("--json", "as_json", is_flag=True)
+def compare(refs, arm, out, store, as_json):
+    """Compare find or transfer runs named by hand: accuracy vs % remaining per setting that differs between
+    them (one curve per value, the first run's values as the reference), paired differences by seed per level."""
+    from .report.compare import compare as compare_runs
+
+    res = compare_runs(list(refs), out=out, arm=arm, store=store)
+    _emit({"out": str(res.out), "markdown": str(res.markdown), "plots": [str(p) for p in res.plots], "axes": res.axes,
+           "differences": res.differences}, as_json,
+          f"{res.text}\nwrote {res.markdown}, {', '.join(str(p) for p in res.plots)}")
+
+
 def run_cli(argv=None) -> int:
     """Entry point: TicketkitErrors become one line on stderr and a non-zero exit; --debug shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -89,13 +89,18 @@ class TrainHparams:
         _check(self.precision in ("auto", "fp32", "bf16"), "train.precision", f"must be auto, fp32 or bf16, got {self.precision!r}")
 
 
+SCHEDULES = ("iterative", "oneshot", "oneshot-levels")
+
+
 @dataclass
 class PruneHparams:
     method: str = field(default="magnitude", metadata=flag("how weights are scored for pruning (registered methods: magnitude)"))
     scope: str = field(default="local", metadata=flag("local (same rate per layer) | global (one threshold)", name="prune"))
-    schedule: str = field(default="iterative", metadata=flag("iterative (a rate per round) | oneshot (straight to --target)"))
+    schedule: str = field(default="iterative", metadata=flag(
+        "iterative (a rate per round) | oneshot (straight to --target) | oneshot-levels (each level in one shot from "
+        "the one dense training, to the iterative schedule's per-layer counts at that round)"))
     rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
-    levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative)"))
+    levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative, oneshot-levels)"))
     target: Optional[float] = field(default=None, metadata=flag("fraction of prunable weights to keep; iterative stops there, oneshot goes there"))
     rewind: str = field(default="init", metadata=flag("init | epoch:K or step:K (late resetting: the weights after K epochs or optimizer steps) | final (fine-tuning)"))
     control: str = field(default="none", metadata=flag("none | random-prune (mask shuffled per layer) | random-reinit (weights re-drawn)"))
@@ -106,7 +111,7 @@ class PruneHparams:
 
     def validate(self) -> None:
         _check(self.scope in ("local", "global"), "prune.scope", f"must be local or global, got {self.scope!r}")
-        _check(self.schedule in ("iterative", "oneshot"), "prune.schedule", f"must be iterative or oneshot, got {self.schedule!r}")
+        _check(self.schedule in SCHEDULES, "prune.schedule", f"must be {', '.join(SCHEDULES)}, got {self.schedule!r}")
         _check(0 < self.rate < 1, "prune.rate", f"must be in (0, 1), got {self.rate}")
         _check(0 <= self.levels <= 200, "prune.levels", f"must be in [0, 200], got {self.levels}")
         _check(self.target is None or 0 < self.target < 1, "prune.target", f"must be in (0, 1), got {self.target}")
@@ -115,6 +120,9 @@ class PruneHparams:
         from .prune import METHODS
 
         _check(self.method in METHODS, "prune.method", f"must be one of {', '.join(sorted(METHODS))}, got {self.method!r}")
+        # one shot to given counts keeps the largest |w| (prune.prune_to_counts): magnitude is the only method it means
+        _check(self.schedule != "oneshot-levels" or self.method == "magnitude", "prune.method",
+               f"oneshot-levels prunes by magnitude; got {self.method!r} (use --schedule iterative)")
         names = ["none", *CONTROLS]
         _check(self.control in names, "prune.control", f"must be {', '.join(names[:-1])} or {names[-1]}, got {self.control!r}")
         _check(0 <= self.layer_floor < 1, "prune.layer_floor", f"must be in [0, 1), got {self.layer_floor}")

@@ -4,7 +4,8 @@
 
 Level 0 trains the dense network from its seeded init. Each later level prunes the previous level's trained
 (best-validation) weights, rewinds the survivors (to init, to epoch K, or keeps the trained weights for
-fine-tuning) and retrains. Every level is saved as a ticket as soon as it is done, so a run resumes level by level;
+fine-tuning) and retrains. Under `oneshot-levels` every level k > 0 is pruned in one shot from level 0's trained
+weights, to the survivor counts the iterative schedule has at round k (the dense training is shared). Every level is saved as a ticket as soon as it is done, so a run resumes level by level;
 inside a level, the training engine checkpoints every epoch.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
-from .prune import densities, full_masks, masked_state, nonzero_density, prune_step
+from .prune import densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, pick_level
 from .ticket import Ticket, param_spec
@@ -222,10 +223,13 @@ class _Search:
         pr = cfg.prune
         point = pr.rewind_point()  # None: fine-tuning; ("epoch", 0): init; else late resetting
         late = f"{point[0]}:{point[1]}" if point is not None and point[1] > 0 else None
-        masks = full_masks(self.init, self.names)
+        # oneshot-levels: `like` follows the iterative schedule over the dense trained weights, only for its counts
+        # (they do not depend on the weights pruned); each level's mask is one shot from `dense` to them.
+        levels_oneshot = pr.schedule == "oneshot-levels"
+        masks = like = full = full_masks(self.init, self.names)
         rewind_state = self.init
         rows, level = [], 0
-        trained_prev = None
+        trained_prev = dense = None
         while True:
             ld = rd / f"level-{level:02d}"
             tp = rd / "trained" / f"level-{level:02d}.safetensors"
@@ -241,7 +245,7 @@ class _Search:
             else:
                 if level == 0 or point is not None:
                     start = self.init if level == 0 else rewind_state
-                else:  # fine-tuning: continue from the previous level's trained weights
+                else:  # fine-tuning: continue from the previous level's trained weights (oneshot-levels: the dense ones)
                     start = trained_prev
                 res, row = self.train_level(level, masks, start, snapshots_at=(late,) if (level == 0 and late) else ())
                 trained = res.best_state
@@ -251,12 +255,20 @@ class _Search:
                 _save_state(tp, trained)
                 self.save_ticket(ld, level, self.init, masks, ticket_rewind, row)
             rows.append(row)
-            trained_prev = trained
-            rate = self.next_rate(level, masks)
+            if level == 0:
+                dense = trained
+            trained_prev = dense if levels_oneshot else trained
+            rate = self.next_rate(level, like if levels_oneshot else masks)
             if rate is None:
                 return rows
-            masks = prune_step(pr.method, trained, masks, rate, pr.scope, pr.layer_rates, self.output_layer,
+            weights, before = (dense, like) if levels_oneshot else (trained, masks)
+            after = prune_step(pr.method, weights, before, rate, pr.scope, pr.layer_rates, self.output_layer,
                                pr.output_rate, pr.layer_floor)
+            if levels_oneshot:
+                like, masks = after, prune_like(dense, full, after, pr.scope, self.output_layer, pr.output_rate,
+                                                pr.layer_floor)
+            else:
+                masks = after
             level += 1
 
     def next_rate(self, level: int, masks) -> float | None:

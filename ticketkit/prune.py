@@ -184,14 +184,29 @@ def local_counts(masks: Masks, rate: float, rounds: int, layer_rates: dict | Non
     return out
 
 
-def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict[str, int] | int) -> Masks:
+def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict[str, int] | int,
+                    floor: float | None = None) -> Masks:
     """One shot to given survivor counts: per layer (a dict: keep each layer's `counts[n]` largest survivors) or
-    in total under one global threshold (an int)."""
+    in total under one global threshold (an int). With `floor` (int counts), each layer's `floor_count` largest
+    survivors are spared, as global pruning spares them, so the threshold empties no layer."""
     if isinstance(counts, int):
         names = list(masks)
-        scores = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+        flat = []
+        for n in names:
+            sc = weights[n].detach().abs().flatten().float()
+            alive = masks[n].flatten()
+            if floor is not None:  # the floor's survivors score +inf: the threshold never reaches them
+                keep = floor_count(alive.numel(), int(alive.sum()), floor)
+                top = torch.where(alive, sc, torch.full_like(sc, -float("inf"))).argsort(descending=True, stable=True)[:keep]
+                sc = sc.clone()
+                sc[top] = float("inf")
+            flat.append(sc)
+        scores = torch.cat(flat)
         alive = torch.cat([masks[n].flatten() for n in names])
-        new = _prune_k(scores, alive, int(alive.sum()) - counts)
+        k = int(alive.sum()) - counts
+        if k > int((alive & torch.isfinite(scores)).sum()):
+            raise TicketkitError(f"cannot prune to {counts} survivors: the layer floor keeps more")
+        new = _prune_k(scores, alive, k)
         out, i = {}, 0
         for n in names:
             out[n] = new[i:i + masks[n].numel()].view_as(masks[n])
@@ -199,6 +214,25 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
         return out
     return {n: _prune_k(weights[n].detach().abs().flatten().float(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
             for n, m in masks.items()}
+
+
+def prune_like(weights: dict[str, torch.Tensor], masks: Masks, like: Masks, scope: str = "local",
+               output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
+    """One shot from `masks` to the survivor counts of `like` (a mask that iterative `scope` pruning reached).
+
+    local: `like`'s per-layer counts exactly. global: its total under one threshold with the layer floors, and the
+    output layer on its own at its count (global pruning prunes it apart at its reduced rate). Both counts are
+    functions of the schedule alone, not of the weights pruned (local_counts; global spares the same floors every
+    round), so `like` may come from any weights."""
+    if scope == "local":
+        return prune_to_counts(weights, masks, {n: int(like[n].sum()) for n in masks})
+    out = {}
+    if output_layer in masks and output_factor != 1.0:
+        out = prune_to_counts(weights, {output_layer: masks[output_layer]}, {output_layer: int(like[output_layer].sum())})
+    rest = {n: m for n, m in masks.items() if n not in out}
+    if rest:
+        out.update(prune_to_counts(weights, rest, sum(int(like[n].sum()) for n in rest), floor=floor))
+    return {n: out[n] for n in masks}
 
 
 def shuffled_like(masks: Masks, generator: torch.Generator, within: Masks | None = None) -> Masks:

@@ -4,7 +4,9 @@
     levels.py     a find run's levels (the table `find`/`show` print, levels.csv)
     transfer.py   a transfer experiment (results.csv, report.md, accuracy_vs_density.png, paired differences)
     stats.py      means over usable seeds, t-intervals only for n >= 3, what a flagged cell is
-    sweep.py      a sweep (status table, report.md and cells.csv over its cells)
+    sweep.py      a sweep (status table, report.md and cells.csv over its cells, and its conditions compared)
+    conditions.py conditions compared: accuracy vs % remaining per axis value, paired differences per level
+    compare.py    `compare`: the same for runs named by hand (grouped by the settings that differ)
     store.py      what `ls` and `pull` print (the store's runs, a Hub user's repos, pulled tickets)
     show.py       what `show` prints about a ticket or a run
 

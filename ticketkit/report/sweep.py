@@ -8,7 +8,9 @@ import io
 import statistics
 from pathlib import Path
 
+from ..errors import TicketkitError
 from ..fsio import read_json, write_text
+from .conditions import Design, render, varying
 from .tables import format_table
 
 STATES = ("done", "running", "failed", "pending")  # what a cell can be; `sweep status` counts each
@@ -74,7 +76,7 @@ def report_sweep(sweep_dir, states: list[dict], out: Path | None = None) -> Path
           "Test accuracy of the first row (dense level, or the transfer's first row) and of the sparsest row, "
           "mean over the seeds that finished; sd is the sample standard deviation.", "", "```",
           format_table(["condition", "seeds", "dense acc", "% remaining", "sparsest acc", "sd"], cond) if cond else "(no finished cells)",
-          "```", "", "## Cells", "", "```",
+          "```", "", *compare_conditions(sd, states, out)["markdown"], "## Cells", "", "```",
           format_table(["cell", "status", "axes", "first acc", "% remaining", "last acc", "error"], table), "```", ""]
     write_text(out / "report.md", "\n".join(md))
     cols = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("cell", "kind"), not k.startswith("axis_"), k))
@@ -106,3 +108,55 @@ def _transfer_rows(run: Path) -> list[dict]:
             "best_epoch", "epochs", "seconds")
     rows = [{k: r.get(k) for k in keep} for r in read_json(run / "results.json").get("rows", [])]
     return sorted(rows, key=lambda r: (r["arm"] != "transferred", r["arm"], -r["density_prunable"], r["seed"]))
+
+
+def sweep_points(sd: Path, states: list[dict]) -> dict:
+    """kind -> points (report/conditions.py) of every finished cell: a find's levels (keyed by level index) and a
+    transfer's transferred arm (keyed by requested %), each with its flags."""
+    out: dict = {"find": [], "transfer": []}
+    for c in states:
+        if c["status"] != "done":
+            continue
+        run = Path(c.get("run") or sd.parent / c["id"])
+        cond = {k: v for k, v in c["axes"].items() if k != "seed"}
+        try:
+            if c["kind"] == "find":
+                out["find"] += [{"cond": cond, "seed": c["axes"].get("seed", 0), "key": r["level"],
+                                 "density": r["density_prunable"], "acc": r["test_accuracy"], "flags": r.get("flags") or []}
+                                for r in read_json(run / "run.json").get("levels", [])]
+            else:
+                out["transfer"] += [{"cond": cond, "seed": r["seed"], "key": float(r["level"]),
+                                     "density": r["density_prunable"], "acc": r["test_accuracy"],
+                                     "flags": r.get("flags") or []}
+                                    for r in read_json(run / "results.json").get("rows", []) if r["arm"] == "transferred"]
+        except (TicketkitError, KeyError, TypeError):
+            continue  # a run whose files are unreadable is in the cells table (and `ticketkit verify`), not here
+    return out
+
+
+def compare_conditions(sd: Path, states: list[dict], out: Path) -> dict:
+    """Per varying axis of the sweep: a PNG (accuracy vs % remaining, a curve per value, the other axes at the
+    recipe's reference) and the paired differences from the reference value, for its find and transfer cells."""
+    sw = {}
+    if (Path(sd) / "sweep.json").exists():
+        sw = read_json(Path(sd) / "sweep.json").get("recipe", {}).get("sweep", {}) or {}
+    md = ["## Conditions compared", "",
+          "For each axis that varies: test accuracy against % weights remaining, one curve per value, the other axes "
+          "at the reference value (the recipe's [sweep] reference, else each axis's first value; an axis without a "
+          "reference value gets a panel per value). Then (value − reference) test accuracy in points, per level, "
+          "paired by seed over the seeds where neither cell is flagged, with a 95 % t-interval only for n >= 3.", ""]
+    res = {"plots": [], "differences": []}
+    for kind, points in sweep_points(Path(sd), states).items():
+        axes = varying([p["cond"] for p in points], sw)
+        if not points or not axes:
+            continue
+        table = sw.get("reference") if isinstance(sw.get("reference"), dict) else None
+        ref = {a: v for a, v in (table or {a: vals[0] for a, vals in axes.items()}).items() if a in axes}
+        title = "find (source test accuracy)" if kind == "find" else "transfer (transferred arm, target test accuracy)"
+        r = render(points, Design(axes, ref), out, f"axis-{kind}-", title)
+        md += [r["markdown"]]
+        res["plots"] += r["plots"]
+        res["differences"] += r["differences"]
+    if len(md) == 4:
+        md += ["No axis varies among the finished cells (besides the seed).", ""]
+    return {**res, "markdown": md}

@@ -20,7 +20,8 @@ AXES = {
     "seed": ("seed",),
 }
 # Keys of [sweep] that are not axes. Resources do not change results, so they are not part of the sweep's hash.
-SWEEP_KEYS = {"transfer", "exclude", "num_cpus", "num_gpus", "max_retries"}
+SWEEP_KEYS = {"transfer", "exclude", "num_cpus", "num_gpus", "max_retries", "design", "reference"}
+DESIGNS = ("grid", "one-at-a-time")
 
 
 @dataclass
@@ -103,8 +104,7 @@ def expand(recipe: dict, recipe_path: str | None = None, quick: bool = False) ->
     _check_resources(resources)
 
     cells: dict[str, Cell] = {}
-    for combo in itertools.product(*axes.values()):
-        point = dict(zip(axes, combo))
+    for point in design_points(axes, sw.get("design", "grid"), sw.get("reference")):
         if any(all(point[k] == v for k, v in e.items()) for e in excludes):
             continue  # explicitly dropped by the recipe
         d = copy.deepcopy(base)
@@ -129,6 +129,41 @@ def expand(recipe: dict, recipe_path: str | None = None, quick: bool = False) ->
     transfers = _transfer_cells(finds, targets, transfer_hp) if targets else []
     return Sweep(recipe={"sweep": sw, "transfer": transfer_hp, **recipe}, cells=finds + transfers,
                  resources=resources, recipe_path=recipe_path, quick=quick)
+
+
+def reference_point(axes: dict, reference) -> dict:
+    """The reference value of every axis: the [sweep] reference table's, else the axis's first value."""
+    if reference is None:
+        reference = {}
+    if not isinstance(reference, dict):
+        raise TicketkitError('sweep.reference: expected a table, e.g. reference = {rewind = "init", prune = "local"}')
+    for k, v in reference.items():
+        if k not in axes:
+            raise TicketkitError(f"sweep.reference: {k!r} is not an axis of this sweep ({', '.join(axes)})")
+        if v not in axes[k]:
+            raise TicketkitError(f"sweep.reference: {k} = {v!r} is not one of the axis's values {axes[k]}")
+    return {k: reference.get(k, vals[0]) for k, vals in axes.items()}
+
+
+def design_points(axes: dict, design: str, reference=None) -> list[dict]:
+    """The axis values of every cell. grid: the full factorial product. one-at-a-time: the reference, then each
+    varied axis at each of its other values with the rest at the reference, for every combination of the crossed
+    axes. The varied axes are those the reference table names (all but the seed without one); the others (arch,
+    dataset, seed) are crossed, so every architecture gets the whole one-at-a-time design."""
+    if design not in DESIGNS:
+        raise TicketkitError(f"sweep.design: must be {' or '.join(repr(d) for d in DESIGNS)}, got {design!r}")
+    ref = reference_point(axes, reference)
+    if design == "grid":
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    varied = [k for k in axes if k != "seed" and (reference is None or k in reference)]
+    crossed = [k for k in axes if k not in varied]
+    out = []
+    for combo in itertools.product(*(axes[k] for k in crossed)):
+        base = {**ref, **dict(zip(crossed, combo))}
+        out.append({k: base[k] for k in axes})
+        for k in varied:
+            out += [{**{a: base[a] for a in axes}, k: v} for v in axes[k] if v != ref[k]]
+    return out
 
 
 def _check_resources(r: dict) -> None:

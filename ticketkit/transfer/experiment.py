@@ -89,7 +89,7 @@ class _Transfer(Executors):
         density as the source's level i."""
         f, cfg = self.src.find, self.cfg
         pr = replace(f.prune, control="none")
-        if pr.schedule == "iterative":
+        if pr.schedule in ("iterative", "oneshot-levels"):
             deepest = max((p["source_level"] for p in plan if p["requested_by_user"]), default=0)
             pr = replace(pr, levels=min(pr.levels, max(deepest, 0)))
         return replace(f, data=self.target_data(), train=replace(cfg.train), prune=pr).validate()

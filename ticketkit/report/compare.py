@@ -1,0 +1,122 @@
+"""`ticketkit compare RUN_OR_TRANSFER...`: the sweep report's condition comparison for runs named by hand.
+
+    compare(["find-imdb-cnn-aaa", "find-imdb-cnn-bbb", ...], out="cmp")   # -> Compared (paths, differences, text)
+
+Each find run contributes its levels (keyed by level index), each transfer run one arm's rows (keyed by requested
+%, default the transferred arm). The conditions are the config fields that differ between the runs (the seed
+never counts: cells are paired by it), their reference values the first named run's, and everything renders
+through report/conditions.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import config_hash
+from ..errors import TicketkitError
+from ..fsio import read_json, write_text
+from ..store import Store
+from .conditions import Design, render, varying
+from .tables import format_table
+
+# Not conditions: the seed (cells are paired by it), a transfer's seed list, and settings that never change a result.
+_NOT_CONDITIONS = {"seed", "transfer.seeds", "transfer.workers", "transfer.arch", "transfer.batch_arms"}
+
+
+@dataclass
+class Compared:
+    out: Path
+    markdown: Path
+    plots: list
+    axes: dict
+    differences: list = field(default_factory=list)
+    text: str = ""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if key in _NOT_CONDITIONS:
+            continue
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def resolve_run(ref: str, store=None) -> Path:
+    """A find or transfer run from its directory, its name in the store, or a unique prefix of the name."""
+    p = Path(ref)
+    if not ((p / "run.json").exists() or (p / "results.json").exists()):
+        st = Store(store)
+        cands = [d for d in (st.root.iterdir() if st.root.is_dir() else [])
+                 if (d.name == ref or d.name.startswith(ref)) and ((d / "run.json").exists() or (d / "results.json").exists())]
+        if len(cands) != 1:
+            raise TicketkitError(f"{ref!r} is not a find or transfer run: {len(cands)} match in the store {st.root}; "
+                                 f"pass a run directory or its name (see `ticketkit ls`)")
+        p = cands[0]
+    return p
+
+
+def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
+    """(condition, points) of one run: a find run's levels, or one arm of a transfer run."""
+    if (path / "run.json").exists():
+        info = read_json(path / "run.json")
+        if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+            raise TicketkitError(f"{path}/run.json is not a ticketkit find run (no config)")
+        cond = {"kind": "find", **_flat(info["config"])}
+        return cond, [{"cond": cond, "seed": info["config"].get("seed", 0), "key": r["level"],
+                       "density": r["density_prunable"], "acc": r["test_accuracy"], "flags": r.get("flags") or []}
+                      for r in info.get("levels", [])]
+    res = read_json(path / "results.json")
+    if not isinstance(res, dict) or not isinstance(res.get("rows"), list):
+        raise TicketkitError(f"{path}/results.json is not a ticketkit transfer result (no 'rows' list)")
+    arms = sorted({r.get("arm") for r in res["rows"]})
+    if arm not in arms:
+        raise TicketkitError(f"{path.name} has no {arm!r} arm: choose --arm from {', '.join(map(str, arms))}")
+    cond = {"kind": "transfer", "arm": arm, **_flat(res.get("source", {}).get("find") or {}),
+            **_flat(res.get("config") or {}, "transfer.")}
+    return cond, [{"cond": cond, "seed": r["seed"], "key": float(r["level"]), "density": r["density_prunable"],
+                   "acc": r["test_accuracy"], "flags": r.get("flags") or []} for r in res["rows"] if r["arm"] == arm]
+
+
+def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> Compared:
+    """Curves per differing setting and paired differences (by seed) between the runs `refs` name; writes
+    compare.md, points.csv and one PNG per differing setting into `out` (default ./compare-<hash>)."""
+    if not refs:
+        raise TicketkitError("compare needs at least one run: ticketkit compare RUN [RUN ...]")
+    paths = list(dict.fromkeys(resolve_run(r, store).resolve() for r in refs))
+    runs = [(p, *run_points(p, arm)) for p in paths]
+    points = [pt for _, _, pts in runs for pt in pts]
+    if not points:
+        raise TicketkitError("the runs named have no finished levels or rows to compare yet")
+    axes = varying([c for _, c, _ in runs])
+    for a in axes:  # a setting one run lacks (find vs transfer) is still a condition, spelled "-"
+        for pt in points:
+            pt["cond"].setdefault(a, None)
+    first = runs[0][1]
+    design = Design(axes, {a: first.get(a) for a in axes})
+    out = Path(out) if out else Path(f"compare-{config_hash({'runs': sorted(str(p) for p in paths)})}")
+    out.mkdir(parents=True, exist_ok=True)
+    listing = format_table(["run", "kind", "seed(s)", "condition"],
+                           [[p.name, c["kind"], ", ".join(map(str, sorted({x["seed"] for x in pts}))) or "-",
+                             ", ".join(f"{a}={c.get(a)}" for a in axes) or "(the same settings)"] for p, c, pts in runs])
+    md = [f"# Compared: {len(runs)} runs", "", "```", listing, "```", ""]
+    if axes:
+        r = render(points, design, out, "axis-", "compared runs")
+        md += ["## Conditions compared", "",
+               "The settings that differ between the runs, each against its value in the first run named (the "
+               "reference; the other settings held there). Cells are paired by seed at the same level (a find level's "
+               "index, a transfer's requested %); flagged cells are never counted; 95 % t-intervals only for n >= 3.",
+               "", r["markdown"]]
+        plots, diffs, text = r["plots"], r["differences"], r["text"]
+    else:  # the runs differ only in their seed: one curve over them
+        r = render([{**p, "cond": {**p["cond"], "runs": "all"}} for p in points], Design({"runs": ["all"]}, {}),
+                   out, "axis-", "compared runs")
+        md += ["The runs differ only in their seed: one curve over them, no difference to take.", "", r["markdown"]]
+        plots, diffs, text = r["plots"], [], "the runs differ only in their seed: no paired differences"
+    write_text(out / "compare.md", "\n".join(md))
+    cols = ["run", "seed", "level", "density_prunable", "test_accuracy", "flags"]
+    lines = [",".join(cols)] + [",".join(map(str, [p.name, pt["seed"], pt["key"], pt["density"], pt["acc"],
+                                                  ";".join(pt["flags"])])) for p, _, pts in runs for pt in pts]
+    write_text(out / "points.csv", "\n".join(lines) + "\n")
+    return Compared(out, out / "compare.md", plots, axes, diffs, f"{listing}\n{text}")
