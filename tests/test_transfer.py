@@ -134,7 +134,7 @@ def test_transfer_cli_end_to_end(reference, tiny_data):
     csv_lines = (rd / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 16 and csv_lines[0].startswith("arm,level_requested_pct,seed")
     md = (rd / "report.md").read_text()
-    assert "mean ± sd" in md and "t-interval" in md and "random-prune" in md and "OOV" in md
+    assert "Mean ± sd" in md and "t-interval" in md and "random-prune" in md and "OOV" in md
     assert out["rows"] and out["run"] == str(rd)
     # the same command again reuses the finished run (no training) and prints the summary table
     p = run_cli("transfer", *ARMS_ARGS, "--data-dir", tiny_data, "--store", store, *TRANSFER_FLAGS)
