@@ -121,3 +121,16 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def tensors_digest(t: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it. Checkpoints and
+    the encoded-data cache carry it in their safetensors metadata and are checked against it on load."""
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(t):
+        v = t[k].contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()

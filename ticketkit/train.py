@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .data import Encoded
 from .diagnostics import dead_units, diagnose
 from .errors import TicketkitError, TrainingDiverged
-from .fsio import write_with
+from .fsio import tensors_digest, write_with
 
 
 @functools.cache
@@ -257,16 +257,7 @@ def _save_checkpoint(path: Path, model, opt, best_state, snapshots, meta: dict) 
     write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta), "sha256": _tensors_digest(t)}))
 
 
-def _tensors_digest(t: dict) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(t):
-        v = t[k].contiguous()
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
+_tensors_digest = tensors_digest  # (in fsio: the encoded-data cache uses it too)
 
 
 def _load_checkpoint(path: Path, model, opt):
