@@ -336,6 +336,19 @@ class Prepared:
     oov_rate: float | None = None
 
 
+def data_identity(info: dict) -> dict:
+    """What identifies the reviews a training saw (dataset, split sizes and fingerprints), from a `Prepared.info`
+    or a run's recorded data: a resume or a reuse compares these."""
+    return {k: v for k, v in info.items() if k == "dataset" or k.endswith(("_size", "_fingerprint"))}
+
+
+def split_identity(data_hp, seed: int, data_dir=None) -> dict:
+    """`data_identity` of the data `prepare_data` would see, without building a vocabulary or encoding."""
+    splits = make_splits(load_raw(data_hp.dataset, data_dir), data_hp, seed)
+    return {"dataset": data_hp.dataset, **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
+
+
 def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=None, oov: bool = False) -> Prepared:
     """Load, split, (build the vocabulary from train if none is given,) encode with an on-disk cache. find and
     transfer both prepare data here, so a transfer cell and the fresh search see the same reviews. `oov`: also

@@ -354,6 +354,29 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
     return out
 
 
+# Every training runs with this many torch threads, in this process, in a transfer's or a sweep's worker process and
+# on every executor: oneDNN's reductions round differently with 1 thread and with 2, so a thread count that followed
+# the caller (all cores in-process, 1 in a worker) would give one run name two sets of bits. 1 is the count every
+# machine and every worker has; bench/RESULTS.md ("Thread count") measures what it costs in-process.
+TRAIN_THREADS = 1
+
+
+def fixed_threads(fn):
+    """Run `fn` with TRAIN_THREADS torch threads, restoring the caller's count afterwards."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        saved = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(saved)
+    return wrapper
+
+
+@fixed_threads
 def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encoded, hp, seed: int,
           device=None, snapshots_at=(), checkpoint: Path | None = None, progress: bool = True,
           desc: str = "train", stop_flag=None) -> TrainResult:
