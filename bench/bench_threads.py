@@ -47,7 +47,7 @@ def main():
     body += (f"\nOne {a.arch} training of 1 epoch (train {len(d.train):,} reviews, then validation and test "
              f"evaluation), project defaults, `ticketkit.train.train` with TRAIN_THREADS set to 1 or 2. Median of "
              f"{a.reps} interleaved repetitions after one warm-up each; {la0} before, {la1} after (the machine is "
-             f"shared, so 2 threads rarely get 2 free cores).\n\nCommand: `{C.command()}`\n\n")
+             f"shared, so 2 threads rarely get 2 free cores).\n\n")
     body += C.table([[a.arch, C.spread(t["1"]), C.spread(t["2"]), f"**{m1 / m2:.2f}x**"]],
                     ["arch", "1 thread (s)", "2 threads (s)", "1 thread / 2 threads"])
     print(body, flush=True)

@@ -19,7 +19,8 @@ from ticketkit.fsio import read_json
 @pytest.fixture(scope="module")
 def other_data(tmp_path_factory) -> Path:
     """Same layout and size as tiny_data, other reviews: other fingerprints."""
-    return make_sentiment_data(tmp_path_factory.mktemp("other-data"), "imdb", seed=7)
+    root = make_sentiment_data(tmp_path_factory.mktemp("other-data"), "imdb", seed=7)
+    return make_sentiment_data(root, "yelp2", seed=8)
 
 
 # ------------------------------------------------------------------------------------------ 1. reuse checks data
@@ -50,6 +51,41 @@ def test_finished_run_is_not_reused_on_other_data(tiny_data, other_data, tmp_pat
     with pytest.raises(TicketkitError) as e:
         find_ticket(cfg, data_dir=other_data, store=tmp_path, progress=False)
     assert run.info["data"]["train_fingerprint"] in str(e.value) and "\n" not in str(e.value)
+
+
+def _small_transfer():
+    from ticketkit.config import TrainHparams, TransferConfig
+
+    return TransferConfig(target="yelp2", seeds=[0], levels=[100], controls=[], fresh=False, independent=False,
+                          max_train=200, max_test=100, train=TrainHparams(epochs=1, batch_size=32))
+
+
+def test_finished_transfer_is_not_reused_on_other_target_data(tiny_data, other_data, tmp_path, tiny_config):
+    from ticketkit.transfer import transfer_ticket
+
+    src = find_ticket(tiny_config(levels=0), data_dir=tiny_data, store=tmp_path, progress=False)
+    run = transfer_ticket(str(src.path), _small_transfer(), data_dir=tiny_data, store=tmp_path, progress=False)
+    assert transfer_ticket(str(src.path), _small_transfer(), data_dir=tiny_data, store=tmp_path,
+                           progress=False).path == run.path
+    with pytest.raises(TicketkitError) as e:
+        transfer_ticket(str(src.path), _small_transfer(), data_dir=other_data, store=tmp_path, progress=False)
+    assert run.results["data"]["train_fingerprint"] in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_finished_transfer_leaves_no_temp_files_or_checkpoints(tiny_data, tmp_path, tiny_config):
+    """Issue 19 item 12: temp files of atomic writes and an empty checkpoints/ go, on finishing and on a rerun."""
+    from ticketkit.transfer import transfer_ticket
+
+    src = find_ticket(tiny_config(levels=0), data_dir=tiny_data, store=tmp_path, progress=False)
+    run = transfer_ticket(str(src.path), _small_transfer(), data_dir=tiny_data, store=tmp_path, progress=False)
+    assert not (run.path / "checkpoints").exists()
+    (run.path / ".results.json.x1y2.tmp").write_text("{")
+    (run.path / "checkpoints").mkdir()
+    (run.path / "checkpoints" / ".abc-s0.safetensors.q9.tmp").write_bytes(b"x")
+    again = transfer_ticket(str(src.path), _small_transfer(), data_dir=tiny_data, store=tmp_path, progress=False)
+    assert again.path == run.path
+    assert not [p for p in run.path.rglob(".*") if p.name.endswith(".tmp")]
+    assert not (run.path / "checkpoints").exists()
 
 
 # ------------------------------------------------------------------------------------------ 2. source identity

@@ -173,14 +173,17 @@ def recorded_data(rd: Path) -> dict | None:
 
 def check_same_data(rd: Path, got: dict, data_dir=None) -> None:
     """A reuse or a resume continues a run only on the data it was made on: else one line naming both."""
-    want = recorded_data(rd)
+    same_data(recorded_data(rd), got, f"run {rd.name}", rd, data_dir)
+
+
+def same_data(want: dict | None, got: dict, what: str, rd: Path, data_dir=None) -> None:
     if want is None or want == got:
         return
     order = ["dataset", *(f"{s}_{w}" for w in ("fingerprint", "size") for s in ("train", "val", "test"))]
     k = next(k for k in order + sorted(set(want) | set(got)) if want.get(k) != got.get(k))
     where = f"--data-dir {data_dir}" if data_dir else "this data"
-    raise TicketkitError(f"run {rd.name} was made on other data ({k} {want.get(k)}; {where} gives {got.get(k)}): "
-                         f"pass another --store for this data, or delete {rd} to start the run over")
+    raise TicketkitError(f"{what} was made on other data ({k} {want.get(k)}; {where} gives {got.get(k)}): "
+                         f"pass another --store for this data, or delete {rd} to start it over")
 
 
 def _sweep(rd: Path) -> None:
