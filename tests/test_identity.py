@@ -226,3 +226,52 @@ def test_a_failed_push_is_not_reported_done(tiny_data, tmp_path, monkeypatch):
     # A rerun retries the push only, and still reports the failure.
     res = run_sweep(recipe, store="hf://alice/tickets", data_dir=tiny_data, progress=False)
     assert [s["status"] for s in cell_states(res.path)] == ["failed"]
+
+
+# ------------------------------------------------------------------------------------------ 6. secrets
+
+SECRET = "hf_SeCrEt0123456789abcdefXYZ"
+
+
+def test_a_token_echoed_by_an_error_is_redacted_everywhere(tiny_data, tmp_path, monkeypatch, capfd):
+    """Issue 19 item 6: a Hub error that echoes the Authorization header must not put the token on the terminal,
+    in an error, a log line or a sweep cell file."""
+    import ticketkit.sweep.cell as cell_mod
+    import ticketkit.sweep.drivers as drivers
+    from ticketkit.log import log, one_line
+    from ticketkit.sweep import cell_states, run_sweep
+
+    from test_sweep import TINY, write_recipe
+
+    echoed = f"401: token rejected: Bearer {SECRET} (authorization: Bearer {SECRET})"
+    assert SECRET not in str(TicketkitError(echoed)) and SECRET not in one_line(RuntimeError(echoed))
+    assert "token rejected" in one_line(RuntimeError(echoed))
+    assert "Bearer" not in one_line(RuntimeError("Bearer abc.def-ghi")).replace("Bearer ***", "")
+    log(True, f"pushing with {SECRET}")
+    assert SECRET not in capfd.readouterr().err
+
+    # The Hub's own error type, through hub_errors (what push and pull raise).
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from ticketkit.hubspec import hub_errors
+
+    resp = httpx.Response(401, request=httpx.Request("POST", "http://hub.invalid/api/repos/create"),
+                          json={"error": echoed})
+    with pytest.raises(TicketkitError) as e:
+        with hub_errors("alice/x"):
+            raise HfHubHTTPError(echoed, response=resp, server_message=echoed)
+    assert SECRET not in str(e.value) and "401" in str(e.value)
+
+    def leak(run_dir, spec, kind):
+        raise RuntimeError(echoed)
+
+    monkeypatch.setattr(cell_mod, "_push", leak)
+    monkeypatch.setattr(drivers, "_push_available", lambda spec: None)
+    monkeypatch.setenv("TICKETKIT_STORE", str(tmp_path / "local"))
+    res = run_sweep(write_recipe(tmp_path, "[sweep]\nseed = [0]\n" + TINY), store="hf://alice/tickets",
+                    data_dir=tiny_data, progress=False)
+    files = list(res.path.rglob("*.json"))
+    assert files and not [f for f in files if SECRET in f.read_text()]
+    assert all(SECRET not in str(c) for c in cell_states(res.path))
+    assert "token rejected" in cell_states(res.path)[0]["error"]
