@@ -385,8 +385,18 @@ def run_cli(argv=None) -> int:
 
         if debug or e.errno is None:
             raise
-        click.echo(f"error: {_fs_error(Path(e.filename or '?'), e)}", err=True)
+        import errno
+
+        writing = e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # only a write meets these; a read must not
+        click.echo(f"error: {_fs_error(Path(e.filename or '?'), e) if writing else _os_line(e)}", err=True)
         return 2
+
+
+def _os_line(e: OSError) -> str:
+    """An OSError from a read (a file vanished, a permission) as one line that does not claim a write."""
+    from .errors import redact
+
+    return redact(f"{e.filename or 'a file'}: {e.strerror or e}: check the path and its permissions, then run again")
 
 
 def entry() -> None:

@@ -228,6 +228,11 @@ def tokenizer_hash(tok) -> str:
 def load_tokenizer(path, max_len: int):
     from tokenizers import Tokenizer
 
+    from .fsio import regular_file_problem
+
+    bad = regular_file_problem(path, follow=True)  # a FIFO would block the reader forever
+    if bad:
+        raise TicketkitError(bad)
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
