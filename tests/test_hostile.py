@@ -141,3 +141,60 @@ def test_verify_of_a_running_run_says_it_is_running(tiny_data, tmp_path, tmp_pat
         p = _cli("verify", store / ref.name)
     out = p.stdout + p.stderr
     assert "still running" in out and "run the same command again" not in out, out
+
+
+# ------------------------------------------------------------------------------------------ 8. orphaned workers
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its new parent) is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_sweep_driver_ends_its_pool_workers(tiny_data, tmp_path):
+    import signal
+    import time
+
+    from test_sweep import TINY, write_recipe
+
+    # two cells that train for minutes: many levels, no early stopping
+    slow = TINY.replace("epochs = 2", "epochs = 30\npatience = 30").replace('schedule = "oneshot"\ntarget = 0.5',
+                                                                          "levels = 20")
+    recipe = write_recipe(tmp_path, "[sweep]\nseed = [0, 1]\n" + slow)
+    store = tmp_path / "store"
+    p = subprocess.Popen([sys.executable, "-m", "ticketkit", "sweep", str(recipe), "--data-dir", str(tiny_data),
+                          "--store", str(store), "--workers", "2", "--quiet"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pids: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(pids) < 2:
+            for f in store.glob("sweep-*/cells/*.json"):
+                try:
+                    st = json.loads(f.read_text())
+                except (OSError, ValueError):
+                    continue
+                if st.get("status") == "running":
+                    pids.add(int(st["pid"]))
+            assert p.poll() is None, p.stderr.read().decode()
+            time.sleep(0.2)
+        assert len(pids) == 2 and all(_alive(x) for x in pids)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.time() + 10  # the watchdog polls every 0.5 s
+        while time.time() < deadline and any(_alive(x) for x in pids):
+            time.sleep(0.1)
+        left = [x for x in pids if _alive(x)]
+    finally:
+        for x in pids:
+            if _alive(x):
+                os.kill(x, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert not left, f"workers {left} outlived their killed driver"
