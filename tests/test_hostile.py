@@ -198,3 +198,62 @@ def test_killing_the_sweep_driver_ends_its_pool_workers(tiny_data, tmp_path):
             p.kill()
             p.wait()
     assert not left, f"workers {left} outlived their killed driver"
+
+
+# ------------------------------------------------------------------------------------------ 11. malformed Hub answers
+
+class _Malformed:
+    """A loopback 'Hub' that gives one fixed answer to every request: status and JSON body."""
+
+    def __init__(self, status: int, body):
+        import http.server
+        import threading
+
+        outer = self
+        self.status, self.body = status, json.dumps(body).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(outer.body)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("op,status,body,names", [
+    ("push", 409, {"error": "conflict"}, "url"),
+    ("push", 200, {}, "url"),
+    ("pull", 200, {}, "id"),
+    ("pull", 200, [], "AttributeError"),
+    ("pull", 200, {"id": "alice/x", "sha": "0" * 40, "siblings": "abc"}, "TypeError"),
+])
+def test_malformed_hub_answers_are_one_line(op, status, body, names, tiny_data, tmp_path, tmp_path_factory):
+    ref = reference_run(tmp_path_factory, tiny_data)
+    hub = _Malformed(status, body)
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_TOKEN="hf_" + "x" * 30,
+               HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_XET="1")
+    try:
+        args = ("push", ref, "alice/x") if op == "push" else ("pull", "alice/x", "--store", tmp_path / "s")
+        p = _cli(*args, env=env)
+    finally:
+        hub.close()
+    line = _one_line_error(p)
+    assert "malformed" in line and names in line and f"-> {status}" in line, line

@@ -35,6 +35,8 @@ def hub_errors(repo_id: str, revision: str | None = None):
     from huggingface_hub.errors import HTTPError as TransportError  # the HTTP client's base error (connect, timeout)
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    last: dict = {}  # the last answer the server gave, to name it when it is malformed
+    unhook = _watch_answers(last)
     try:
         yield
     except TicketkitError:
@@ -76,6 +78,30 @@ def hub_errors(repo_id: str, revision: str | None = None):
     except (TransportError, ConnectionError, TimeoutError) as e:
         raise TicketkitError(f"cannot reach the Hub at {endpoint()} ({type(e).__name__}): check your network or "
                              f"HF_ENDPOINT; already-pulled tickets still load with HF_HUB_OFFLINE=1") from None
+    except (KeyError, AttributeError, TypeError, IndexError) as e:  # the client could not parse the answer
+        what = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) and e.args else \
+            f"not the shape a Hub answer has ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+        answer = f"{last['method']} {last['path']} -> {last['status']}" if last else "its answer"
+        raise TicketkitError(f"the Hub at {endpoint()} gave a malformed answer for {where} ({answer}: {what}): "
+                             f"check that HF_ENDPOINT is a Hugging Face Hub, or try again later") from None
+    finally:
+        unhook()
+
+
+def _watch_answers(last: dict):
+    """Record each answer's request and status (not its body: a download streams) in `last`; returns the undo."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        hooks = get_session().event_hooks["response"]
+    except Exception:  # noqa: BLE001 - another HTTP backend: the message just names no request
+        return lambda: None
+
+    def hook(resp):
+        last.update(method=resp.request.method, path=resp.request.url.path, status=resp.status_code)
+
+    hooks.append(hook)
+    return lambda: hook in hooks and hooks.remove(hook)
 
 
 def error_line(e: BaseException) -> str:
