@@ -257,3 +257,25 @@ def test_malformed_hub_answers_are_one_line(op, status, body, names, tiny_data, 
         hub.close()
     line = _one_line_error(p)
     assert "malformed" in line and names in line and f"-> {status}" in line, line
+
+
+# ------------------------------------------------------------------------------------------ 13. the small ones
+
+def test_a_store_that_is_a_file_is_one_line(tmp_path):
+    f = tmp_path / "not-a-dir"
+    f.write_text("x")
+    for args in (("ls", "--store", f), ("verify", "--store", f)):
+        line = _one_line_error(_cli(*args))
+        assert str(f) in line and "--store" in line, line
+    for cmd in ("ls", "verify"):
+        line = _one_line_error(_cli(cmd, env=dict(os.environ, TICKETKIT_STORE=str(f))))
+        assert str(f) in line, line
+
+
+def test_error_text_is_cut_at_a_word_not_mid_word():
+    from ticketkit.errors import shorten
+
+    text = "HeaderTooLarge while deserializing " + "averyveryverylongword " * 20
+    out = shorten(text, 100)
+    assert len(out) <= 100 and out.endswith(" ...")
+    assert all(w in text.split() for w in out[:-4].split())

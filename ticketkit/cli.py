@@ -369,6 +369,10 @@ def run_cli(argv=None) -> int:
     except click.exceptions.Abort:  # click turns a KeyboardInterrupt (our SigintFlag stop) into Abort
         click.echo("interrupted: progress is checkpointed; run the same command again to resume", err=True)
         return 130
+    except click.UsageError as e:  # one line, like every other error: what is wrong, and where the help is
+        cmd = e.ctx.command_path if e.ctx is not None else "ticketkit"
+        click.echo(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import TicketkitError
+from .errors import TicketkitError, shorten
 from .fsio import tensors_digest, write_with
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -236,7 +236,7 @@ def load_tokenizer(path, max_len: int):
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
-        raise TicketkitError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0][:120]})") from None
+        raise TicketkitError(f"{path} is not a valid tokenizer.json ({shorten(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
     return configure_tokenizer(tok, max_len)
 
 
@@ -309,7 +309,7 @@ def _load_cached(path: Path, split: RawSplit, vocab_size: int) -> Encoded | None
     except Exception as e:  # noqa: BLE001 - any unusable entry is just re-made
         import sys
 
-        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        why = shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__
         print(f"warning: encoded-data cache {path} is unusable ({why}); rebuilt", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         return None

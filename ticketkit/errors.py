@@ -12,6 +12,13 @@ _SECRETS = (
 )
 
 
+def shorten(text: str, width: int = 160) -> str:
+    """`text` on one line, cut at a word boundary with " ..." when longer than `width` (never mid-word)."""
+    import textwrap
+
+    return textwrap.shorten(" ".join(str(text).split()), width, placeholder=" ...") or str(text)[:width]
+
+
 def redact(text: str) -> str:
     """`text` with tokens replaced by ***: hf_<chars> and `Bearer <x>` (any case), and long values after token=."""
     for rx, sub in _SECRETS:

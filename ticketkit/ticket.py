@@ -25,7 +25,7 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .card import TAGS
-from .errors import IntegrityError, TicketkitError
+from .errors import IntegrityError, TicketkitError, shorten
 from .fsio import fsync_dir, public_mode, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
@@ -361,13 +361,6 @@ def _model_spec_problem(c: dict) -> str | None:
         return (f"config.json's params do not fit a {hp.arch} model with its settings and vocab_size {c['vocab_size']} "
                 f"(first difference: {n}: recorded {have.get(n, {}).get('shape')}, built {want.get(n, {}).get('shape')})")
     return None
-
-
-def shorten(text: str, width: int = 160) -> str:
-    """`text` cut at a word boundary, with an ellipsis, when longer than `width`."""
-    import textwrap
-
-    return textwrap.shorten(" ".join(text.split()), width, placeholder=" ...")
 
 
 def check_manifest(d: Path) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .data import Encoded
 from .diagnostics import dead_units, diagnose
-from .errors import TicketkitError, TrainingDiverged
+from .errors import TicketkitError, TrainingDiverged, shorten
 from .fsio import tensors_digest, write_with
 
 
@@ -292,7 +292,7 @@ def _load_checkpoint(path: Path, model, opt):
             model.load_state_dict(keep)  # leave the starting weights as they were
             raise
     except Exception as e:
-        print(f"warning: checkpoint {path} is unusable ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+        print(f"warning: checkpoint {path} is unusable ({shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__}); "
               f"this training starts over", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         return None
