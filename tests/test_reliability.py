@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -166,6 +167,65 @@ def test_kill_and_resume_is_bit_identical(tiny_data, tmp_path):
     assert interrupted >= 5, kills
     assert not _leftovers(run) and not (run / "checkpoints").exists()
     assert not problems and checked == 3
+
+
+def test_kill_and_resume_a_transfer_with_two_workers(tiny_data, tmp_path, tmp_path_factory):
+    """SIGKILL a real `ticketkit transfer --workers 2` (the fresh search and the cells in spawned workers) at seeded
+    moments, re-run the same command each time: the results equal an uninterrupted run's, its workers die with it,
+    and nothing half-written or stale is left."""
+    src = reference_run(tmp_path_factory, tiny_data)
+    argv = lambda store: [sys.executable, "-m", "ticketkit", "transfer", str(store / src.name), "--to", "yelp2",  # noqa: E731
+                          "--seeds", "2", "--levels", "100,64", "--controls", "random-prune", "--one-source",
+                          "--workers", "2", "--data-dir", str(tiny_data), "--store", str(store), "--epochs", "2",
+                          "--batch-size", "32", "--max-train", "200", "--max-test", "100", "--quiet"]
+    stores = {}
+    for k in ("ref", "killed"):
+        stores[k] = tmp_path / k
+        shutil.copytree(src, stores[k] / src.name)
+    t0 = time.monotonic()
+    subprocess.run(argv(stores["ref"]), check=True, capture_output=True)
+    took = time.monotonic() - t0
+    rng = random.Random(KILL_SEED + 1)
+    kills = []
+    for delay in sorted(rng.uniform(0.35, 0.9) * took for _ in range(3)):
+        p = subprocess.Popen(argv(stores["killed"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        alive = p.poll() is None
+        res = next(stores["killed"].glob("transfer-*/results.json"), None)
+        rows = len(json.loads(res.read_text())["rows"]) if res and res.stat().st_size else 0
+        kids = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+        if alive:
+            p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills.append({"after_s": round(delay, 2), "interrupted": alive, "rows_on_disk": rows, "workers": len(kids)})
+        end = time.monotonic() + 10
+        while time.monotonic() < end and any(Path(f"/proc/{x}").exists() and
+                                             Path(f"/proc/{x}/stat").read_text().split(")")[-1].split()[0] != "Z"
+                                             for x in kids if Path(f"/proc/{x}/stat").exists()):
+            time.sleep(0.1)
+        left = [x for x in kids if Path(f"/proc/{x}/stat").exists()
+                and Path(f"/proc/{x}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+        for x in left:
+            os.kill(x, signal.SIGKILL)
+        assert not left, f"workers {left} outlived the killed transfer"
+    subprocess.run(argv(stores["killed"]), check=True, capture_output=True)
+
+    def rows(store):
+        rd = next(store.glob("transfer-*"))
+        r = json.loads((rd / "results.json").read_text())
+        assert r["status"] == "complete"
+        return rd, {(x["arm"], x["level"], x["seed"]): {k: v for k, v in x.items() if k not in ("seconds", "shared_with")}
+                    for x in r["rows"]}
+
+    (ref_rd, want), (rd, got) = rows(stores["ref"]), rows(stores["killed"])
+    report("kill_and_resume_transfer_workers2", {"kills": kills, "interrupted": sum(k["interrupted"] for k in kills),
+                                                 "rows": len(want), "identical": want == got,
+                                                 "reference_seconds": round(took, 1)})
+    assert rd.name == ref_rd.name and want == got
+    assert sum(k["interrupted"] for k in kills) >= 2, kills
+    assert not _leftovers(rd) and not (rd / "checkpoints").exists()
+    fresh = [d for d in stores["killed"].glob("find-yelp2-*") if d.is_dir()]
+    assert fresh and all(not _leftovers(d) and not (d / "checkpoints").exists() for d in fresh)
 
 
 def _resume_in_process(tiny_data, store: Path) -> None:

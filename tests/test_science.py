@@ -79,9 +79,11 @@ def test_step_rewind_equals_the_weights_after_k_steps():
         if n == 3:
             raise Stop
 
-    with pytest.raises(Stop):
-        run_epoch(b, opt, masker, Feed(short, "cpu"), _hp(), 5, 0, resolve_precision("fp32", torch.device("cpu")),
-                  "t", False, on_step=on_step)
+    from ticketkit.train import fixed_threads
+
+    with pytest.raises(Stop):  # at the thread count every training runs with (train.TRAIN_THREADS)
+        fixed_threads(run_epoch)(b, opt, masker, Feed(short, "cpu"), _hp(), 5, 0,
+                                 resolve_precision("fp32", torch.device("cpu")), "t", False, on_step=on_step)
     three = b.state_dict()
     assert all(torch.equal(res.snapshots["step:3"][k], three[k]) for k in three)
     assert not all(torch.equal(res.snapshots["step:3"][k], e[k]) for k in three)

@@ -30,7 +30,7 @@ from .data import Encoded
 from .diagnostics import dead_units, diagnose
 from .errors import TicketkitError
 from .prune import masked_state
-from .train import (Feed, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer, tune_allocator,
+from .train import (Feed, fixed_threads, Masker, TrainResult, _diverged, default_device, evaluate, make_optimizer, tune_allocator,
                     resolve_precision, run_epoch)
 
 
@@ -178,6 +178,7 @@ def _arm_state(model, a: int) -> dict:
     return unpack_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, a, model.arms)
 
 
+@fixed_threads
 def train_arms(arch: str, model_kw: dict, vocab_size: int, starts: list[dict], masks: list[dict],
                train_data: Encoded, val_data: Encoded, test_data: Encoded, hp, seed: int, device=None,
                progress: bool = True, descs: list[str] | None = None, stop_flag=None) -> list[TrainResult]:

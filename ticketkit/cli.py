@@ -387,6 +387,10 @@ def run_cli(argv=None) -> int:
     except click.exceptions.Abort:  # click turns a KeyboardInterrupt (our SigintFlag stop) into Abort
         click.echo("interrupted: progress is checkpointed; run the same command again to resume", err=True)
         return 130
+    except click.UsageError as e:  # one line, like every other error: what is wrong, and where the help is
+        cmd = e.ctx.command_path if e.ctx is not None else "ticketkit"
+        click.echo(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code
@@ -403,8 +407,18 @@ def run_cli(argv=None) -> int:
 
         if debug or e.errno is None:
             raise
-        click.echo(f"error: {_fs_error(Path(e.filename or '?'), e)}", err=True)
+        import errno
+
+        writing = e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # only a write meets these; a read must not
+        click.echo(f"error: {_fs_error(Path(e.filename or '?'), e) if writing else _os_line(e)}", err=True)
         return 2
+
+
+def _os_line(e: OSError) -> str:
+    """An OSError from a read (a file vanished, a permission) as one line that does not claim a write."""
+    from .errors import redact
+
+    return redact(f"{e.filename or 'a file'}: {e.strerror or e}: check the path and its permissions, then run again")
 
 
 def entry() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import TicketkitError
-from .fsio import write_with
+from .errors import TicketkitError, shorten
+from .fsio import tensors_digest, write_with
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
@@ -228,10 +228,15 @@ def tokenizer_hash(tok) -> str:
 def load_tokenizer(path, max_len: int):
     from tokenizers import Tokenizer
 
+    from .fsio import regular_file_problem
+
+    bad = regular_file_problem(path, follow=True)  # a FIFO would block the reader forever
+    if bad:
+        raise TicketkitError(bad)
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:
-        raise TicketkitError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0][:120]})") from None
+        raise TicketkitError(f"{path} is not a valid tokenizer.json ({shorten(str(e).splitlines()[0] if str(e) else type(e).__name__)})") from None
     return configure_tokenizer(tok, max_len)
 
 
@@ -250,17 +255,17 @@ class Encoded:
 
 
 def encode(split: RawSplit, tok, max_len: int, cache_dir: str | os.PathLike | None = None) -> Encoded:
-    """Encode a split, caching the int tensors on disk keyed by data fingerprint and tokenizer hash."""
-    from safetensors.torch import load_file, save_file
+    """Encode a split, caching the int tensors on disk keyed by data fingerprint and tokenizer hash. A cache entry
+    carries a sha256 of its tensors and is checked on load (digest, shapes, id range, labels): a bad one is
+    discarded and rebuilt, with one warning line."""
+    from safetensors.torch import save_file
 
     key = hashlib.sha256(f"{split.fingerprint()}|{tokenizer_hash(tok)}|{max_len}".encode()).hexdigest()[:20]
     path = Path(cache_dir) / "encoded" / f"{key}.safetensors" if cache_dir else None
     if path is not None and path.exists():
-        try:
-            t = load_file(str(path))
-            return Encoded(t["ids"], t["lengths"], t["labels"])
-        except Exception:
-            path.unlink(missing_ok=True)  # a corrupt cache entry is just re-made
+        got = _load_cached(path, split, tok.get_vocab_size())
+        if got is not None:
+            return got
     encs = tok.encode_batch(split.texts, add_special_tokens=False)
     lengths = np.fromiter((max(1, len(e.ids)) for e in encs), dtype=np.int64, count=len(encs))
     L = int(lengths.max()) if len(encs) else 1
@@ -269,8 +274,45 @@ def encode(split: RawSplit, tok, max_len: int, cache_dir: str | os.PathLike | No
         ids[i, : len(e.ids)] = e.ids
     out = Encoded(torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(split.labels.copy()))
     if path is not None:
-        write_with(path, lambda p: save_file({"ids": out.ids, "lengths": out.lengths, "labels": out.labels}, str(p)))
+        t = {"ids": out.ids, "lengths": out.lengths, "labels": out.labels}
+        write_with(path, lambda p: save_file(t, str(p), metadata={"sha256": tensors_digest(t)}))
     return out
+
+
+def _load_cached(path: Path, split: RawSplit, vocab_size: int) -> Encoded | None:
+    """A cache entry, verified; None (after one warning line, the file removed) when it is unusable."""
+    from safetensors import safe_open
+
+    try:
+        if not path.is_file():
+            raise ValueError("not a regular file")
+        with safe_open(str(path), "pt") as f:
+            md = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        if set(t) != {"ids", "lengths", "labels"}:
+            raise ValueError(f"tensors {sorted(t)}, expected ids, lengths, labels")
+        if md.get("sha256") != tensors_digest(t):
+            raise ValueError("its digest does not match its tensors")
+        ids, lengths, labels = t["ids"], t["lengths"], t["labels"]
+        n = len(split)
+        if ids.dim() != 2 or ids.shape[0] != n or lengths.shape != (n,) or labels.shape != (n,):
+            raise ValueError(f"shapes {list(ids.shape)}, {list(lengths.shape)}, {list(labels.shape)} do not fit {n} reviews")
+        if ids.dtype != torch.int32 or lengths.dtype != torch.int64 or labels.dtype != torch.int64:
+            raise ValueError("wrong dtypes")
+        if n and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+            raise ValueError(f"token ids outside [0, {vocab_size})")
+        if n and (int(lengths.min()) < 1 or int(lengths.max()) > ids.shape[1]):
+            raise ValueError("lengths outside the padded width")
+        if not torch.equal(labels, torch.from_numpy(split.labels.astype(np.int64))):
+            raise ValueError("its labels differ from the data's")
+        return Encoded(ids, lengths, labels)
+    except Exception as e:  # noqa: BLE001 - any unusable entry is just re-made
+        import sys
+
+        why = shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__
+        print(f"warning: encoded-data cache {path} is unusable ({why}); rebuilt", file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def oov_rate(tok, texts: list[str]) -> float:
@@ -297,6 +339,19 @@ class Prepared:
     tokenizer: object
     info: dict  # what identifies the data a training saw: dataset, tokenizer hash, split sizes and fingerprints
     oov_rate: float | None = None
+
+
+def data_identity(info: dict) -> dict:
+    """What identifies the reviews a training saw (dataset, split sizes and fingerprints), from a `Prepared.info`
+    or a run's recorded data: a resume or a reuse compares these."""
+    return {k: v for k, v in info.items() if k == "dataset" or k.endswith(("_size", "_fingerprint"))}
+
+
+def split_identity(data_hp, seed: int, data_dir=None) -> dict:
+    """`data_identity` of the data `prepare_data` would see, without building a vocabulary or encoding."""
+    splits = make_splits(load_raw(data_hp.dataset, data_dir), data_hp, seed)
+    return {"dataset": data_hp.dataset, **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
 
 
 def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=None, oov: bool = False) -> Prepared:

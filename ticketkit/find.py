@@ -22,7 +22,7 @@ import torch
 from .version import __version__
 from .config import FindConfig, config_hash
 from .controls import ControlInputs, apply_control, prune_generator, reinit_weights
-from .data import load_tokenizer, prepare_data, tokenizer_hash
+from .data import data_identity, load_tokenizer, prepare_data, split_identity, tokenizer_hash
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
@@ -104,6 +104,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
         name = f"find-{cfg.data.dataset}-{cfg.model.arch}-{config_hash({**cfg.to_dict(), 'tokenizer_sha256': tok_from['sha256']})}"
     rd = store.run_dir(name)
     if _complete(rd):
+        check_same_data(rd, split_identity(cfg.data, cfg.seed, data_dir), data_dir)
         _log(progress, f"reusing finished run {rd}")
         return Run(rd)
     source = None
@@ -121,6 +122,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
         held = lock.acquire()
     with held:
         if _complete(rd):  # another process finished it while we waited for the lock
+            check_same_data(rd, split_identity(cfg.data, cfg.seed, data_dir), data_dir)
             _log(progress, f"reusing finished run {rd} (finished by another process)")
             return Run(rd)
         fresh = not rd.exists()
@@ -151,6 +153,38 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
                     write_json(rd / "run.json", dict(info, status=status, error=str(e) or type(e).__name__))
             raise
         return Run(rd)
+
+
+def recorded_data(rd: Path) -> dict | None:
+    """The data identity a run recorded: in run.json, else in its first finished level (a run killed before its
+    run.json held the data); None for a run that has trained nothing yet."""
+    try:
+        info = read_json(rd / "run.json") if (rd / "run.json").is_file() else {}
+    except TicketkitError:
+        info = {}
+    if isinstance(info.get("data"), dict):
+        return data_identity(info["data"])
+    for d in level_dirs(rd):
+        with contextlib.suppress(TicketkitError, OSError):
+            c = read_json(d / "config.json")
+            if isinstance(c.get("data"), dict):
+                return data_identity(c["data"])
+    return None
+
+
+def check_same_data(rd: Path, got: dict, data_dir=None) -> None:
+    """A reuse or a resume continues a run only on the data it was made on: else one line naming both."""
+    same_data(recorded_data(rd), got, f"run {rd.name}", rd, data_dir)
+
+
+def same_data(want: dict | None, got: dict, what: str, rd: Path, data_dir=None) -> None:
+    if want is None or want == got:
+        return
+    order = ["dataset", *(f"{s}_{w}" for w in ("fingerprint", "size") for s in ("train", "val", "test"))]
+    k = next(k for k in order + sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+    where = f"--data-dir {data_dir}" if data_dir else "this data"
+    raise TicketkitError(f"{what} was made on other data ({k} {want.get(k)}; {where} gives {got.get(k)}): "
+                         f"pass another --store for this data, or delete {rd} to start it over")
 
 
 def _sweep(rd: Path) -> None:
@@ -194,9 +228,11 @@ class _Search:
             tok = load_tokenizer(self.tokenizer_from, cfg.data.max_len)
         _log(self.progress, f"[{rd.name}] loading {cfg.data.dataset}")
         self.data = prepare_data(cfg.data, cfg.seed, self.data_dir, self.store.cache, tok)
+        check_same_data(rd, data_identity(self.data.info), self.data_dir)  # a resume continues on the same data only
         if not tok_path.exists():
             write_text(tok_path, self.data.tokenizer.to_str())
         self.info["data"] = self.data.info
+        write_json(rd / "run.json", self.info)  # the data is recorded before any level trains on it
         self.vocab = self.data.tokenizer.get_vocab_size()
         model = self.new_model(cfg.seed)
         self.init = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -105,10 +105,44 @@ def write_with(path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def open_regular(path):
+    """Open `path` for reading only if it is a regular file: a FIFO (or a device) would block a reader forever, so
+    it is opened without blocking and refused. Raises TicketkitError for those, FileNotFoundError when absent."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TicketkitError(f"{path} is not a regular file (a FIFO, device or directory): replace it with the "
+                                 f"real file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular_file_problem(path, follow: bool = False) -> str | None:
+    """Why `path` cannot be read as a plain file (a symlink, a FIFO...), or None (also when it does not exist).
+    `follow`: judge a symlink by its target."""
+    import stat
+
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symlink: tickets hold plain files only"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file (a FIFO, device or directory): replace it with the real file"
+    return None
+
+
 def read_json(path) -> dict:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path) as f:
+            return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise TicketkitError(f"missing file {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -117,7 +151,20 @@ def read_json(path) -> dict:
 
 def sha256_file(path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def tensors_digest(t: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it. Checkpoints and
+    the encoded-data cache carry it in their safetensors metadata and are checked against it on load."""
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(t):
+        v = t[k].contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()

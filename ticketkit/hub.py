@@ -220,6 +220,6 @@ def list_hub(user: str, token: str | None = None) -> list[dict]:
 
     with hub_errors(user):
         models = list(HfApi(token=token).list_models(author=user, filter="ticketkit", token=token))
-    out = [{"id": m.id, "last_modified": m.last_modified.isoformat() if m.last_modified else "",
-            "tags": [t for t in (m.tags or []) if t != "ticketkit"]} for m in models]
+        out = [{"id": m.id, "last_modified": m.last_modified.isoformat() if m.last_modified else "",
+                "tags": [t for t in (m.tags or []) if t != "ticketkit"]} for m in models]
     return sorted(out, key=lambda r: r["last_modified"], reverse=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from .errors import TicketkitError
+from .errors import TicketkitError, shorten
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 LOGIN_HINT = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
@@ -35,6 +35,8 @@ def hub_errors(repo_id: str, revision: str | None = None):
     from huggingface_hub.errors import HTTPError as TransportError  # the HTTP client's base error (connect, timeout)
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    last: dict = {}  # the last answer the server gave, to name it when it is malformed
+    unhook = _watch_answers(last)
     try:
         yield
     except TicketkitError:
@@ -58,7 +60,7 @@ def hub_errors(repo_id: str, revision: str | None = None):
                              f"your network (or HF_ENDPOINT)") from None
     except HfHubHTTPError as e:
         status = getattr(e.response, "status_code", None)
-        msg = (e.server_message or "").strip().splitlines()[0][:160] if e.server_message else ""
+        msg = shorten((e.server_message or "").strip().splitlines()[0]) if e.server_message else ""
         if status == 401:
             raise TicketkitError(f"the Hub at {endpoint()} refused your credentials for {repo_id} (401"
                                  f"{': ' + msg if msg else ''}): {LOGIN_HINT} with a valid token") from None
@@ -72,16 +74,40 @@ def hub_errors(repo_id: str, revision: str | None = None):
     except HFValidationError:
         raise TicketkitError(f"{repo_id!r} is not a valid Hub repo id: use user/repo[@revision]") from None
     except ValueError as e:  # huggingface_hub's own checks, e.g. "Invalid metadata in README.md"
-        raise TicketkitError(f"the Hub refused {where}: {' '.join(str(e).split())[:200]}") from None
+        raise TicketkitError(f"the Hub refused {where}: {shorten(str(e), 200)}") from None
     except (TransportError, ConnectionError, TimeoutError) as e:
         raise TicketkitError(f"cannot reach the Hub at {endpoint()} ({type(e).__name__}): check your network or "
                              f"HF_ENDPOINT; already-pulled tickets still load with HF_HUB_OFFLINE=1") from None
+    except (KeyError, AttributeError, TypeError, IndexError) as e:  # the client could not parse the answer
+        what = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) and e.args else \
+            f"not the shape a Hub answer has ({type(e).__name__}: {shorten(str(e), 120)})"
+        answer = f"{last['method']} {last['path']} -> {last['status']}" if last else "its answer"
+        raise TicketkitError(f"the Hub at {endpoint()} gave a malformed answer for {where} ({answer}: {what}): "
+                             f"check that HF_ENDPOINT is a Hugging Face Hub, or try again later") from None
+    finally:
+        unhook()
+
+
+def _watch_answers(last: dict):
+    """Record each answer's request and status (not its body: a download streams) in `last`; returns the undo."""
+    try:
+        from huggingface_hub.utils import get_session
+
+        hooks = get_session().event_hooks["response"]
+    except Exception:  # noqa: BLE001 - another HTTP backend: the message just names no request
+        return lambda: None
+
+    def hook(resp):
+        last.update(method=resp.request.method, path=resp.request.url.path, status=resp.status_code)
+
+    hooks.append(hook)
+    return lambda: hook in hooks and hooks.remove(hook)
 
 
 def error_line(e: BaseException) -> str:
     """The line of a huggingface_hub error that names the problem: its last (the first is often a URL)."""
     lines = [x for x in str(e).splitlines() if x.strip()]
-    return lines[-1][:160] if lines else type(e).__name__
+    return shorten(lines[-1]) if lines else type(e).__name__
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

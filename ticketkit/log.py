@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import sys
 
-from .errors import TicketkitError
+from .errors import TicketkitError, redact
 
 
 def log(progress: bool, msg: str) -> None:
     if progress:
-        print(msg, file=sys.stderr, flush=True)
+        print(redact(msg), file=sys.stderr, flush=True)
 
 
 def one_line(e: BaseException) -> str:
     """An exception as one line: a TicketkitError's own message, anything else prefixed by its type."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    msg = redact(str(e).strip().splitlines()[0]) if str(e).strip() else ""
     return msg if isinstance(e, TicketkitError) else f"{type(e).__name__}: {msg}".rstrip(": ")

@@ -32,6 +32,9 @@ def _worker_init() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; finished levels are kept either way
     torch.set_num_threads(1)
+    from .workers import exit_with_parent
+
+    exit_with_parent()
 
 
 def _find_job(cfg_dict: dict, data_dir, store_root: str, command) -> str:

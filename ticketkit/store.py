@@ -26,6 +26,9 @@ def default_root() -> Path:
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            how = "TICKETKIT_STORE" if not root and os.environ.get("TICKETKIT_STORE") else "--store"
+            raise TicketkitError(f"the store {self.root} is a file, not a directory: point {how} at a directory")
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"

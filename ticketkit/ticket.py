@@ -25,8 +25,8 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .card import TAGS
-from .errors import IntegrityError, TicketkitError
-from .fsio import fsync_dir, public_mode, read_json, sha256_file, write_json, write_text, write_with
+from .errors import IntegrityError, TicketkitError, shorten
+from .fsio import fsync_dir, public_mode, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
 from .version import __version__
@@ -141,8 +141,14 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         from .data import load_tokenizer
 
         d = Path(path)
+        if d.is_symlink():
+            raise IntegrityError(f"{d} is a symlink: a ticket directory is a plain directory; pass the real one")
         if not (d / "ticket.safetensors").exists() and not (d / "config.json").exists():
             raise TicketkitError(f"{d} is not a ticket directory (no ticket.safetensors): pass a ticket, a run, or hf://user/repo")
+        for name in ("manifest.json", "config.json", "ticket.safetensors", "tokenizer.json"):
+            bad = regular_file_problem(d / name, follow=not verify)  # verify: a symlink is refused by the manifest
+            if bad:
+                raise IntegrityError(bad)
         if verify:
             check_manifest(d)
         config = read_json(d / "config.json")
@@ -153,7 +159,8 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
             with safe_open(str(d / "ticket.safetensors"), "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:
-            raise IntegrityError(f"{d}/ticket.safetensors is unreadable ({str(e).splitlines()[0][:100]}): the file is corrupt or truncated") from None
+            raise IntegrityError(f"{d}/ticket.safetensors is unreadable ({shorten(str(e).splitlines()[0] if str(e) else type(e).__name__)}): "
+                                 f"the file is corrupt or truncated") from None
         parts = {k: {} for k in KINDS}
         for k, t in tensors.items():
             kind, _, name = k.partition(".")
@@ -173,9 +180,13 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         return ticket
 
     def problems(self) -> list[str]:
-        """Everything wrong with this ticket's contents (empty when it is sound)."""
+        """Everything wrong with this ticket's contents (empty when it is sound): what `show`, `load` and
+        `build_model` rely on included (the recorded parameters are those of the architecture it names)."""
         out = []
         spec = self.config.get("params", {})
+        bad = _model_spec_problem(self.config)
+        if bad:
+            return [bad]
         for kind in KINDS:
             have = getattr(self, kind)
             for n in sorted(set(spec) - set(have)):
@@ -225,6 +236,8 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token, **kw):
         """Hub or local directory -> verified Ticket. `subfolder=` picks a level of a pushed run."""
         sub = kw.get("subfolder")
+        if sub and not LEVEL_RE.match(str(sub).strip("/")):
+            raise TicketkitError(f"subfolder {sub!r}: a run's tickets are in level-NN/ subfolders")
         if os.path.isdir(model_id):
             return cls.load(Path(model_id) / sub if sub else model_id)
         return load_from_hub(model_id, revision=revision, subfolder=sub, cache_dir=cache_dir, token=token,
@@ -313,12 +326,40 @@ def _config_problem(c) -> str | None:
     if not all(isinstance(c["density"].get(k), (int, float)) for k in ("prunable", "all")) or \
             not isinstance(c["density"].get("layers", {}), dict):
         return "has a malformed 'density'"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c["density"].get("layers", {}).values()):
+        return "has a per-layer density that is not a number"
+    m = c.get("metrics")
+    if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
+                                          for k in ("test_accuracy", "test_macro_f1")):
+        return "has no valid 'metrics' (test_accuracy and test_macro_f1 numbers expected)"
     if not isinstance(c.get("data", {}), dict):
         return "has a malformed 'data'"
     try:
         FindConfig.from_dict(c["find"], "find").validate()
     except TicketkitError as e:
         return f"has invalid settings ({e})"
+    return None
+
+
+def _model_spec_problem(c: dict) -> str | None:
+    """Whether config.json's params are what its architecture and settings build (a config naming lstm over CNN
+    tensors, or a vocabulary larger than the embedding, would make build_model fail)."""
+    from .config import FindConfig
+    from .models import MODELS, model_kwargs
+
+    try:
+        hp = FindConfig.from_dict(c["find"]).model
+        with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+            model = MODELS[hp.arch](vocab_size=c["vocab_size"], **model_kwargs(hp))
+        want = param_spec(model)
+    except Exception as e:  # noqa: BLE001 - settings the model cannot be built from
+        return f"config.json's model settings do not build a model ({shorten(str(e) or type(e).__name__)})"
+    have = c.get("params", {})
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or [n for n in want if want[n] != have[n]]
+        n = diff[0]
+        return (f"config.json's params do not fit a {hp.arch} model with its settings and vocab_size {c['vocab_size']} "
+                f"(first difference: {n}: recorded {have.get(n, {}).get('shape')}, built {want.get(n, {}).get('shape')})")
     return None
 
 
@@ -335,6 +376,8 @@ def manifest_problems(d: Path) -> list[str]:
     modified files, and names that would point outside the directory."""
     d = Path(d)
     m = d / "manifest.json"
+    if d.is_symlink():
+        return [f"{d} is a symlink: a ticket directory is a plain directory; verify the real one"]
     if m.is_symlink():
         return [f"{m} is a symlink: tickets hold plain files only"]
     if not m.exists():
@@ -360,6 +403,8 @@ def manifest_problems(d: Path) -> list[str]:
         p = d / name
         if p.is_symlink():
             out.append(f"{p} is a symlink: tickets hold plain files only")
+        elif regular_file_problem(p):
+            out.append(regular_file_problem(p))
         elif not p.is_file():
             out.append(f"{p} is missing: the ticket is incomplete")
         elif p.stat().st_size != info.get("bytes"):

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from .data import Encoded
 from .diagnostics import dead_units, diagnose
-from .errors import TicketkitError, TrainingDiverged
-from .fsio import write_with
+from .errors import TicketkitError, TrainingDiverged, shorten
+from .fsio import tensors_digest, write_with
 
 
 @functools.cache
@@ -257,16 +257,7 @@ def _save_checkpoint(path: Path, model, opt, best_state, snapshots, meta: dict) 
     write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta), "sha256": _tensors_digest(t)}))
 
 
-def _tensors_digest(t: dict) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(t):
-        v = t[k].contiguous()
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
+_tensors_digest = tensors_digest  # (in fsio: the encoded-data cache uses it too)
 
 
 def _load_checkpoint(path: Path, model, opt):
@@ -301,7 +292,7 @@ def _load_checkpoint(path: Path, model, opt):
             model.load_state_dict(keep)  # leave the starting weights as they were
             raise
     except Exception as e:
-        print(f"warning: checkpoint {path} is unusable ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+        print(f"warning: checkpoint {path} is unusable ({shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__}); "
               f"this training starts over", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         return None
@@ -363,6 +354,29 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
     return out
 
 
+# Every training runs with this many torch threads, in this process, in a transfer's or a sweep's worker process and
+# on every executor: oneDNN's reductions round differently with 1 thread and with 2, so a thread count that followed
+# the caller (all cores in-process, 1 in a worker) would give one run name two sets of bits. 1 is the count every
+# machine and every worker has; bench/RESULTS.md ("Thread count") measures what it costs in-process.
+TRAIN_THREADS = 1
+
+
+def fixed_threads(fn):
+    """Run `fn` with TRAIN_THREADS torch threads, restoring the caller's count afterwards."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        saved = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(saved)
+    return wrapper
+
+
+@fixed_threads
 def train(model, masks, train_data: Encoded, val_data: Encoded, test_data: Encoded, hp, seed: int,
           device=None, snapshots_at=(), checkpoint: Path | None = None, progress: bool = True,
           desc: str = "train", stop_flag=None) -> TrainResult:

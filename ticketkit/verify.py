@@ -29,9 +29,14 @@ def ticket_problems(d: Path) -> list[str]:
     """Every problem with one ticket directory: its files against the manifest, then its contents."""
     from .ticket import Ticket, manifest_problems
 
-    problems = [x if str(d) in x else f"{d}: {x}" for x in manifest_problems(d)]
     try:
+        problems = [x if str(d) in x else f"{d}: {x}" for x in manifest_problems(d)]
+        if d.is_symlink():
+            return problems
         t = Ticket.load(d, verify=False)
+    except OSError as e:  # a file vanished or changed while we read it: a writer is at work (verify writes nothing)
+        return [f"{d}: {Path(e.filename or d).name} changed while being read ({e.strerror}): a process is writing "
+                f"this run; verify it once that finishes"]
     except TicketkitError as e:
         msg = str(e)
         return problems + ([] if any(msg in x for x in problems) else [msg if str(d) in msg else f"{d}: {msg}"])
@@ -49,6 +54,8 @@ def run_problems(rd: Path) -> list[str]:
     if not isinstance(info, dict):
         return [f"{rd}/run.json is not a JSON object: the run summary is corrupt"]
     if info.get("status") != "complete":
+        if info.get("status") == "running" and Store(rd.parent)._locked(rd.name):
+            return [f"{rd}: run is still running (a process holds its lock): verify it once it finishes"]
         return [f"{rd}: run is {info.get('status')!r}, not complete: run the same command again to resume it"]
     want = len(info.get("levels") or [])
     have = sorted(int(LEVEL_RE.match(d.name).group(1)) for d in rd.iterdir() if d.is_dir() and LEVEL_RE.match(d.name))
@@ -65,10 +72,16 @@ def verify_path(ref: str | None, store=None) -> tuple[list[str], int]:
         p = st.root / ref
     if not p.exists():
         raise TicketkitError(f"nothing to verify at {ref or st.root}: pass a ticket, a run or a store directory")
+    if not p.is_dir():
+        raise TicketkitError(f"{p} is a file, not a ticket, run or store directory: pass one of those")
     problems, dirs = [], _ticket_dirs(p)
     if not _is_ticket_dir(p):
         runs = [p] + sorted(x for x in p.rglob("*") if x.is_dir() and (x / "run.json").exists()
                             and not any(y.startswith(".") for y in x.relative_to(p).parts))
+        runs = [rd for rd in runs if (rd / "run.json").exists()]
+        if not runs and not dirs:
+            raise TicketkitError(f"nothing to verify in {p}: it holds no ticket and no run; pass a ticket, a run or "
+                                 f"a store directory")
         for rd in runs:
             problems += run_problems(rd)
     for d in dirs:

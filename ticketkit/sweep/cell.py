@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from ..config import FindConfig
-from ..errors import TicketkitError
+from ..errors import TicketkitError, redact
 from ..fsio import read_json, write_json
 from ..log import one_line
 from .state import _run_done, cell_file, run_path
@@ -35,7 +35,7 @@ def execute_cell(cell: dict, sweep_dir: str, store_root: str, data_dir: str | No
             try:
                 res["pushed"] = _push(rd, push, cell["kind"])
             except Exception as e:  # noqa: BLE001
-                res = {**res, "status": "failed", "error": f"push failed: {one_line(e)}"}
+                res = {**res, "status": "failed", "error": f"push failed: {one_line(e)}", "push_failed": True}
         if old.get("status") != res["status"] or res.get("pushed") != old.get("pushed"):
             write_json(sf, res)
         return res
@@ -62,15 +62,20 @@ def execute_cell(cell: dict, sweep_dir: str, store_root: str, data_dir: str | No
                 ref = f"hf://{src['pushed']}"
             rd = transfer_ticket(ref, TransferConfig.from_dict(cell["config"]), data_dir=data_dir, store=store_root,
                                  progress=False, command=f"ticketkit sweep ({Path(sweep_dir).name})").path
-        pushed = _push(rd, push, cell["kind"]) if push else None
         res = {**base, "status": "done", "run": str(rd), "error": None, "seconds": round(time.time() - t0, 2),
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **({"pushed": pushed} if pushed else {})}
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if push:
+            try:
+                pushed = _push(rd, push, cell["kind"])
+                res.update({"pushed": pushed} if pushed else {})
+            except Exception as e:  # noqa: BLE001 - the local run is complete; the cell is not, until it is pushed
+                res.update(status="failed", error=f"push failed: {one_line(e)}", push_failed=True)
     except KeyboardInterrupt:
         write_json(sf, {**base, "status": "pending", "run": None, "error": "interrupted: a rerun retries it"})
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one cell is recorded, and the sweep goes on
         res = {**base, "status": "failed", "run": None, "error": one_line(e), "seconds": round(time.time() - t0, 2),
-               "traceback": traceback.format_exc()}
+               "traceback": redact(traceback.format_exc())}
     write_json(sf, res)
     return res
 

@@ -102,7 +102,10 @@ def _pool_loop(waiting, running, done, args, push, workers, view, threads):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+    from ..workers import exit_with_parent
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=exit_with_parent) as ex:
         while waiting or running:
             for c in [c for c in waiting if all(d in done for d in c.deps)]:
                 running[ex.submit(execute_cell, c.to_dict(), *args, threads, push, *[done[d] for d in c.deps])] = c

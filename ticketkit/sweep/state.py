@@ -71,7 +71,9 @@ def cell_states(sweep_dir: Path) -> list[dict]:
                 st = read_json(f)
             except TicketkitError as e:
                 st = {"status": "pending", "error": str(e)}
-        if st.get("status") != "done" and _run_done(store_root, c):
+        # A complete run makes its cell done, unless what failed was its Hub push (--store hf://...): the run is
+        # there, the cell's work is not finished.
+        if st.get("status") != "done" and not st.get("push_failed") and _run_done(store_root, c):
             st = {**st, "status": "done", "run": str(run_path(store_root, c)), "error": None}
         if st.get("status") == "running" and _stale(st):
             st = {**st, "status": "pending", "error": "interrupted (its process is gone): a rerun retries it"}

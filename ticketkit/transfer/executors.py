@@ -34,6 +34,9 @@ def _worker_init(stop_event) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into stop_event: finish the epoch, stop
     torch.set_num_threads(1)
+    from ..workers import exit_with_parent
+
+    exit_with_parent()  # a SIGKILLed parent leaves no worker training for nobody
     _W["stop"] = stop_event.is_set
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..config import FindConfig, TransferConfig
-from ..data import load_tokenizer, prepare_data
-from ..find import Run, _versions
+from ..data import data_identity, load_tokenizer, prepare_data, split_identity
+from ..find import Run, _sweep, _versions, same_data
 from ..fsio import read_json, write_json
 from ..log import log as _log
 from ..diagnostics import DIAGNOSTIC_KEYS
@@ -144,6 +144,7 @@ class _Transfer(Executors):
         check_source(self.src, [self.src.level(p["source_level"]) for p in plan], cfg.arch)
         with self.store.lock(self.name):
             rd.mkdir(parents=True, exist_ok=True)
+            _sweep(rd)  # what a killed process left half-written (temp files of atomic writes); we hold the lock
             rp = rd / "results.json"
             res = read_json(rp) if rp.exists() else {
                 "kind": "transfer", "name": self.name, "config": cfg.to_dict(), "source": self.src.describe(),
@@ -152,6 +153,8 @@ class _Transfer(Executors):
             res["config"]["workers"] = cfg.workers  # the only settings that may differ on a resumed run
             res["config"]["batch_arms"] = cfg.batch_arms
             if res.get("status") == "complete" and not self._missing(res, plan):
+                self._same_target(res, split_identity(self.target_data(), self.src.find.seed, self.data_dir))
+                self._tidy()
                 _log(self.progress, f"reusing finished transfer {rd}")
                 return TransferRun(rd)
             res["status"] = "running"
@@ -162,6 +165,7 @@ class _Transfer(Executors):
                 _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
                 t0 = time.perf_counter()
                 info = self.prepare()
+                self._same_target(res, data_identity(info["data"]))  # a resume continues on the same reviews only
                 res.update(info)
                 write_json(rp, res)
                 _log(self.progress, f"[{self.name}] OOV rate of {cfg.target} under the {self.src.dataset} vocabulary: "
@@ -183,8 +187,27 @@ class _Transfer(Executors):
 
             render_report(res, rd)
             (self.store.cache / "transfer" / f"{self.name}.safetensors").unlink(missing_ok=True)
+            self._tidy()
             _log(self.progress, f"[{self.name}] done: {len(res['rows'])} cells in {rd}")
             return TransferRun(rd)
+
+    def _same_target(self, res: dict, got: dict) -> None:
+        """A transfer's rows hold for the target reviews they were trained on: other ones are one line, not a
+        reuse or a resume that mixes the two."""
+        want = data_identity(res["data"]) if isinstance(res.get("data"), dict) else None
+        same_data(want, got, f"transfer {self.name}", self.rd, self.data_dir)
+
+    def _tidy(self) -> None:
+        """A finished transfer keeps no checkpoint, temp file or empty checkpoints/ dir."""
+        import contextlib
+
+        _sweep(self.rd)
+        ck = self.rd / "checkpoints"
+        with contextlib.suppress(OSError):
+            for p in ck.iterdir():
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
+            ck.rmdir()
 
     def _missing(self, res: dict, plan: list[dict]) -> bool:
         have = {_key(r) for r in res.get("rows", [])}

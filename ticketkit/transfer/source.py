@@ -78,10 +78,10 @@ class Source:
                            for lv in self.levels]}
 
 
-def _manifest_sha(d: Path) -> str:
+def _manifest_sha(d: Path, name: str = "ticket.safetensors") -> str:
     m = read_json(d / "manifest.json") if (d / "manifest.json").exists() else None
     try:
-        return m["files"]["ticket.safetensors"]["sha256"]
+        return m["files"][name]["sha256"]
     except (TypeError, KeyError):
         raise IntegrityError(f"{d} is incomplete or corrupt (no valid manifest.json): re-create or re-pull the ticket") from None
 
@@ -107,8 +107,23 @@ def _source_from_dirs(kind: str, path: Path, dirs: list[Path]) -> Source:
     levels = [_level_of(d) for d in dirs]
     if kind == "ticket" and levels[0].density_prunable < 1.0:
         levels.insert(0, SourceLevel(0, 1.0, 1.0, None))  # dense: the same weights under an all-True mask
-    identity = {"kind": kind, "tickets": {d.name if kind == "run" else "ticket": _manifest_sha(d) for d in dirs}}
+    identity = {"kind": kind, "tickets": {d.name if kind == "run" else "ticket": _ticket_identity(d, lv.config)
+                                          for d, lv in zip(dirs, (x for x in levels if x.path is not None))}}
     return Source(kind, path, find, levels, identity, int(c["vocab_size"]), tok)
+
+
+def _ticket_identity(d: Path, c: dict) -> dict:
+    """What a source ticket means to a training: its tensors' bytes, and also what they do not show. Two level-0
+    tickets that differ only in max_len (or in their vocabulary, or in the data they were found on) hold the same
+    init, so the tensors alone would let one's transfer be reused for the other. Wall-clock and metric fields of the
+    config are left out: a re-run of the same search keeps its identity."""
+    from ..config import config_hash
+    from ..data import data_identity
+
+    data = c.get("data") if isinstance(c.get("data"), dict) else {}
+    return {"ticket": _manifest_sha(d), "tokenizer": _manifest_sha(d, "tokenizer.json"),
+            "settings": config_hash({"find": c.get("find"), "data": data_identity(data), "vocab_size": c.get("vocab_size"),
+                                     "params": c.get("params"), "prunable": c.get("prunable")})}
 
 
 def resolve_source(ref=None, store=None, target: str = "yelp2", arch: str | None = None, level=None) -> Source:
