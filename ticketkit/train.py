@@ -8,7 +8,6 @@ Adam's moments never see them and their update is exactly zero (see Masker; chec
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
 import time
@@ -19,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import _load_checkpoint, _save_checkpoint, _state, _tensors_digest  # noqa: F401 (tests import them here)
 from .data import Encoded
 from .diagnostics import dead_units, diagnose
-from .errors import TicketkitError, TrainingDiverged, shorten
-from .fsio import tensors_digest, write_with
+from .errors import TicketkitError, TrainingDiverged
 
 
 @functools.cache
@@ -231,75 +230,6 @@ class TrainResult:
     diagnostics: dict = field(default_factory=dict)  # ticketkit.diagnostics: collapsed, dead units, undertrained
 
 
-def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-# Checkpoints are safetensors (tensors) + JSON metadata, never pickle: they are written atomically once per epoch.
-
-def _save_checkpoint(path: Path, model, opt, best_state, snapshots, meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    t = {f"model.{k}": v for k, v in _state(model).items()}
-    if best_state is not None:
-        t.update({f"best.{k}": v for k, v in best_state.items()})
-    tags = sorted(snapshots)
-    for i, tag in enumerate(tags):  # tensors are keyed by the tag's index: a tag ("step:50") is no safe key prefix
-        t.update({f"snap{i}.{k}": v for k, v in snapshots[tag].items()})
-    sd = opt.state_dict()
-    for i, st in sd["state"].items():
-        for k, v in st.items():
-            t[f"opt.{i}.{k}"] = v.detach().cpu().clone().contiguous() if torch.is_tensor(v) else torch.tensor(v)
-    t["rng.torch"] = torch.get_rng_state()
-    meta = dict(meta, param_groups=sd["param_groups"], snapshots=tags)
-    t = {k: v.contiguous() for k, v in t.items()}
-    write_with(path, lambda p: save_file(t, str(p), metadata={"meta": json.dumps(meta), "sha256": _tensors_digest(t)}))
-
-
-_tensors_digest = tensors_digest  # (in fsio: the encoded-data cache uses it too)
-
-
-def _load_checkpoint(path: Path, model, opt):
-    """(meta, best state, snapshots) from a checkpoint, restoring model, optimizer and RNG; None (after one warning
-    line) when it is unreadable, fails its digest, or does not fit the model: the training then starts over from
-    its starting weights, which is what an uninterrupted run did, so the result is the same."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            md = f.metadata()
-            meta = json.loads(md["meta"])
-            t = {k: f.get_tensor(k) for k in f.keys()}
-        if md.get("sha256") != _tensors_digest(t):
-            raise ValueError("its digest does not match its tensors")
-        own = model.state_dict()
-        mt = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
-        bad = [k for k in own if k not in mt or mt[k].shape != own[k].shape or mt[k].dtype != own[k].dtype]
-        if bad or len(mt) != len(own):
-            raise ValueError(f"it does not fit the model ({(bad or ['extra tensors'])[0]})")
-        keep = {k: v.detach().clone() for k, v in own.items()}
-        try:
-            model.load_state_dict(mt)
-            state = {}
-            for k, v in t.items():
-                if k.startswith("opt."):
-                    _, i, name = k.split(".", 2)
-                    state.setdefault(int(i), {})[name] = v
-            opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-            torch.set_rng_state(t["rng.torch"])
-        except Exception:
-            model.load_state_dict(keep)  # leave the starting weights as they were
-            raise
-    except Exception as e:
-        print(f"warning: checkpoint {path} is unusable ({shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__}); "
-              f"this training starts over", file=sys.stderr, flush=True)
-        path.unlink(missing_ok=True)
-        return None
-    best = {k[5:]: v for k, v in t.items() if k.startswith("best.")} or None
-    snaps = {tag: {k[len(f"snap{i}."):]: v for k, v in t.items() if k.startswith(f"snap{i}.")}
-             for i, tag in enumerate(meta["snapshots"])}
-    return meta, best, snaps
 
 
 def _diverged(desc: str, what: str, value, epoch: int) -> TrainingDiverged:
