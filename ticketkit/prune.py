@@ -103,6 +103,17 @@ def floor_count(numel: int, alive: int, floor: float) -> int:
     return min(alive, max(1, math.ceil(floor * numel)))
 
 
+def _spare_floor(scores: torch.Tensor, alive: torch.Tensor, floor: float) -> torch.Tensor:
+    """A layer's flat scores with its `floor_count` best survivors at +inf, so one threshold never reaches them."""
+    keep = floor_count(alive.numel(), int(alive.sum()), floor)
+    if not keep:
+        return scores
+    top = torch.where(alive, scores, torch.full_like(scores, -float("inf"))).argsort(descending=True, stable=True)[:keep]
+    scores = scores.clone()
+    scores[top] = float("inf")
+    return scores
+
+
 @register_pruner("local")
 def prune_local(scores: dict[str, torch.Tensor], masks: Masks, rate: float, layer_rates: dict | None = None,
                 output_layer: str | None = None, output_factor: float = 1.0, floor: float = FLOOR) -> Masks:
@@ -132,17 +143,7 @@ def prune_global(scores: dict[str, torch.Tensor], masks: Masks, rate: float, lay
     if output_layer in masks and output_factor != 1.0:
         out = prune_local(scores, {output_layer: masks[output_layer]}, rate * output_factor, floor=floor)
     names = [n for n in masks if n not in out]
-    flat = []
-    for n in names:
-        sc = scores[n].detach().flatten().float()
-        alive = masks[n].flatten()
-        keep = floor_count(alive.numel(), int(alive.sum()), floor)
-        if keep:  # the floor's survivors score +inf: the threshold never reaches them
-            top = torch.where(alive, sc, torch.full_like(sc, -float("inf"))).argsort(descending=True, stable=True)[:keep]
-            sc = sc.clone()
-            sc[top] = float("inf")
-        flat.append(sc)
-    flat = torch.cat(flat)
+    flat = torch.cat([_spare_floor(scores[n].detach().flatten().float(), masks[n].flatten(), floor) for n in names])
     alive = torch.cat([masks[n].flatten() for n in names])
     k = int(round(rate * int(alive.sum())))
     k = min(k, int((alive & torch.isfinite(flat)).sum()))
@@ -191,17 +192,8 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
     survivors are spared, as global pruning spares them, so the threshold empties no layer."""
     if isinstance(counts, int):
         names = list(masks)
-        flat = []
-        for n in names:
-            sc = weights[n].detach().abs().flatten().float()
-            alive = masks[n].flatten()
-            if floor is not None:  # the floor's survivors score +inf: the threshold never reaches them
-                keep = floor_count(alive.numel(), int(alive.sum()), floor)
-                top = torch.where(alive, sc, torch.full_like(sc, -float("inf"))).argsort(descending=True, stable=True)[:keep]
-                sc = sc.clone()
-                sc[top] = float("inf")
-            flat.append(sc)
-        scores = torch.cat(flat)
+        scores = torch.cat([_spare_floor(weights[n].detach().abs().flatten().float(), masks[n].flatten(), floor)
+                            if floor is not None else weights[n].detach().abs().flatten().float() for n in names])
         alive = torch.cat([masks[n].flatten() for n in names])
         k = int(alive.sum()) - counts
         if k > int((alive & torch.isfinite(scores)).sum()):
