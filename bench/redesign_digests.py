@@ -19,22 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import make_sentiment_data  # noqa: E402  (sets the offline environment first)
+from conftest import make_sentiment_data, tiny_find_config as _tiny  # noqa: E402  (sets the offline environment first)
 
 TIMING = ("seconds", "trained_with", "shared_with", "digest", "label")
-
-
-def _tiny(arch: str, **prune):
-    from ticketkit.config import FindConfig
-
-    cfg = FindConfig()
-    cfg.data.vocab_size, cfg.data.max_len = 100, 32
-    cfg.model.arch, cfg.model.num_filters, cfg.model.embed_dim, cfg.model.hidden_size = arch, 8, 16, 16
-    cfg.train.epochs, cfg.train.batch_size = 3, 32
-    cfg.prune.levels = 2
-    for k, v in prune.items():
-        setattr(cfg.prune, k, v)
-    return cfg.validate()
 
 
 def _run_digests(run: Path) -> dict:

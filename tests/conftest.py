@@ -54,22 +54,24 @@ TINY_FLAGS = ["--epochs", "3", "--vocab-size", "100", "--max-len", "32", "--num-
               "--hidden-size", "16", "--batch-size", "32"]
 
 
-@pytest.fixture
-def tiny_config():
-    """A FindConfig that trains in well under a second per level on the tiny data."""
+def tiny_find_config(arch="cnn", dataset="imdb", **prune):
+    """A FindConfig that trains in well under a second per level on the tiny data (bench/ uses it too)."""
     from ticketkit.config import FindConfig
 
-    def make(arch="cnn", dataset="imdb", **prune):
-        cfg = FindConfig()
-        cfg.data.dataset = dataset
-        cfg.data.vocab_size, cfg.data.max_len = 100, 32
-        cfg.model.arch, cfg.model.num_filters, cfg.model.embed_dim, cfg.model.hidden_size = arch, 8, 16, 16
-        cfg.train.epochs, cfg.train.batch_size = 3, 32
-        cfg.prune.levels = 2
-        for k, v in prune.items():
-            setattr(cfg.prune, k, v)
-        return cfg.validate()
-    return make
+    cfg = FindConfig()
+    cfg.data.dataset = dataset
+    cfg.data.vocab_size, cfg.data.max_len = 100, 32
+    cfg.model.arch, cfg.model.num_filters, cfg.model.embed_dim, cfg.model.hidden_size = arch, 8, 16, 16
+    cfg.train.epochs, cfg.train.batch_size = 3, 32
+    cfg.prune.levels = 2
+    for k, v in prune.items():
+        setattr(cfg.prune, k, v)
+    return cfg.validate()
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_find_config
 
 
 @pytest.fixture
