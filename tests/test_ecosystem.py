@@ -24,3 +24,30 @@ def test_model_card_is_not_a_template():
         assert TRICKY in text
         card = ModelCard(text)  # the metadata still parses, model-index included
         assert card.data.library_name == "ticketkit" and card.data.eval_results
+
+
+def test_reports_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """The library draws with matplotlib.figure.Figure: a caller's backend (here svg) and figures stay as they were."""
+    import re
+    from pathlib import Path
+
+    import matplotlib
+
+    from test_report import make_results
+    from ticketkit.report import render_report
+
+    pkg = Path(__file__).resolve().parents[1] / "ticketkit"
+    pattern = r"\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot"  # global state, the caller's
+    offenders = [str(p) for p in pkg.rglob("*.py") if re.search(pattern, p.read_text())]
+    assert not offenders, offenders
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")
+        import matplotlib.pyplot as plt
+
+        figs = plt.get_fignums()
+        paths = render_report(make_results(), tmp_path)
+        assert any(str(p).endswith(".png") for p in paths.values())
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figs
+    finally:
+        matplotlib.use(before)
