@@ -51,3 +51,24 @@ def test_reports_leave_the_callers_matplotlib_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figs
     finally:
         matplotlib.use(before)
+
+
+def test_dependency_floors_are_true():
+    """The floors pyproject.toml declares hold for what the code imports, and CI installs exactly them (.ci/floors)."""
+    import re
+    import subprocess
+    import sys
+    import tomllib
+
+    from conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    floors = dict(re.fullmatch(r"([\w\-\[\]]+)==(.+)", line).groups() for line in subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "floors.py"), "ray"], check=True, capture_output=True, text=True).stdout.split())
+    vers = {k: tuple(int(x) for x in v.split(".")) for k, v in floors.items()}
+    assert project["requires-python"] == ">=3.11"  # config.py imports tomllib
+    assert vers["huggingface_hub"] >= (1, 0)  # hubspec imports errors.RemoteEntryNotFoundError and errors.HTTPError
+    assert vers["datasets"] >= (4, 2) and vers["tokenizers"] >= (0, 22, 1)  # the first that allow huggingface_hub 1.x
+    assert "ray" in floors and vers["ray"] >= (2, 10)  # core Ray, not ray[default]; 2.9 imports pkg_resources
+    assert len(floors) == len(project["dependencies"]) - 1 + 1  # every dependency but torch (the local wheel), + ray
+    assert "bash .ci/floors" in (REPO / ".ci" / "run").read_text()
