@@ -74,8 +74,8 @@ def _set(df, col, row, value):
 
 # name -> (setup(tmp, tiny_data, ref) -> argv after `ticketkit`, words the message must contain)
 CASES = {
-    "unknown dataset": (lambda tmp, data, ref: ["find", "mnist", "cnn", "--data-dir", data], ["unknown dataset 'mnist'", "imdb"]),
-    "unknown architecture": (lambda tmp, data, ref: ["find", "imdb", "transformer", "--data-dir", data], ["unknown architecture 'transformer'", "cnn"]),
+    "unknown dataset": (lambda tmp, data, ref: ["find", "mnist", "cnn", "--data-dir", data], ["'mnist' is not one of", "imdb"]),
+    "unknown architecture": (lambda tmp, data, ref: ["find", "imdb", "transformer", "--data-dir", data], ["'transformer' is not one of", "cnn"]),
     "recipe syntax error": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, "[train\nepochs = 3\n")], ["not valid TOML", "line 1"]),
     "recipe unknown key": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, "[train]\nepochz = 3\n")], ["unknown key 'train.epochz'", "epochs"]),
     "recipe wrong type": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, '[train]\nepochs = "three"\n')], ["train.epochs", "expected int"]),
@@ -153,7 +153,7 @@ def test_nan_loss_stops_the_level_and_reports_it(tmp_path, tiny_data):
     (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))
     before = listing(tmp_path / "artifacts")
     p = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
-    _one_line_error(p, ["level 1", "loss became nan", "lower --lr"], code=4)
+    _one_line_error(p, ["level 1", "loss became nan", "lower --lr"], code=5)
     assert json.loads((run / "run.json").read_text())["status"] == "diverged"
     assert listing(tmp_path / "artifacts") == before  # no level-01 ticket, no trained/level-01
     assert "diverged" in run_cli("ls", "--store", tmp_path / "artifacts").stdout
@@ -173,7 +173,7 @@ def test_disk_full_is_one_line_and_leaves_nothing_half_written(tmp_path, tiny_da
         pytest.skip("mounting a tiny tmpfs needs root")
     try:
         p = subprocess.run(find_argv(tiny_data, store=str(store), extra=["--quiet"]), cwd=tmp_path, capture_output=True, text=True)
-        line = _one_line_error(p, ["disk full while writing", "free space"], code=2)
+        line = _one_line_error(p, ["disk full while writing", "free space"], code=3)
         left = [str(x) for x in store.rglob(".*") if x.name.endswith((".tmp", ".old"))]
         assert not left, left
         from ticketkit.verify import verify_path

@@ -213,7 +213,7 @@ print("api ok")
 def test_push_without_token_fails_before_any_request(run_dir, hub, tmp_path):
     before = hub.requests()
     err = one_line_error(cli("push", run_dir, "alice/no-token", check=False, env=hub_env(hub.url, tmp_path / "empty")))
-    assert "huggingface-cli login" in err and "HF_TOKEN" in err
+    assert "hf auth login" in err and "HF_TOKEN" in err
     assert hub.requests() == before and hub.repo("alice/no-token") is None
     err = one_line_error(cli("push", run_dir, "alice/no-token", check=False,
                              env=hub_env(hub.url, tmp_path / "empty", "hf_wrong_token")))
@@ -253,7 +253,7 @@ def test_pull_refuses_a_corrupt_repo(run_dir, hub, tmp_path):
     store = tmp_path / "store"
     p = cli("pull", "alice/corrupt", "--store", store, "--quiet", check=False, env=hub_env(hub.url, tmp_path / "h"))
     err = one_line_error(p)
-    assert p.returncode == 3 and "refused alice/corrupt" in err and "sha256" in err
+    assert p.returncode == 4 and "refused alice/corrupt" in err and "sha256" in err
     assert [x for x in (store / "hub").rglob("*") if x.is_file()] == []  # nothing half-pulled stays visible
     env = hub_env(hub.url, tmp_path / "h")
     code = """

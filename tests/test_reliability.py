@@ -344,7 +344,7 @@ def test_ls_and_show_list_incomplete_and_corrupt_runs(tiny_data, tmp_path, tmp_p
     shown = run_cli("show", "find-imdb-cnn-interrupted", "--store", store).stdout
     assert "status interrupted" in shown and "incomplete: level-02" in shown
     bad = run_cli("show", "find-imdb-cnn-corrupt", "--store", store, check=False)
-    assert bad.returncode == 3 and "status corrupt" in bad.stdout and "Traceback" not in bad.stderr
+    assert bad.returncode == 4 and "status corrupt" in bad.stdout and "Traceback" not in bad.stderr
 
 
 # ---------------------------------------------------------------------------------------------- integrity

@@ -100,7 +100,7 @@ def test_report_command_rebuilds_from_results_json_alone(tmp_path):
     p = run_cli("report", "transfer-imdb", "--store", tmp_path)  # by name (prefix) in a store
     assert p.returncode == 0
     p = run_cli("report", tmp_path, check=False)
-    assert p.returncode == 2 and "no results.json" in p.stderr
+    assert p.returncode == 3 and "no results.json" in p.stderr
 
 
 def test_partial_results_render(tmp_path):

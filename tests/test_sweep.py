@@ -282,12 +282,12 @@ def test_cli_sweep_forms(tmp_path):
     out = run_cli("sweep", "--help").stdout
     assert "status" in out and "run" in out
     p = run_cli("sweep", "status", "nope", "--store", tmp_path, check=False)
-    assert p.returncode == 2 and p.stderr.strip().startswith("error: no sweep called 'nope'")
+    assert p.returncode == 3 and p.stderr.strip().startswith("error: no sweep called 'nope'")
     p = run_cli("sweep", tmp_path / "missing.toml", check=False)
-    assert p.returncode == 2 and "not found" in p.stderr
+    assert p.returncode == 3 and "not found" in p.stderr
     p = run_cli("sweep", write_recipe(tmp_path, "[sweep]\nseed = [0]\n"), "--store", "hf://org/tickets", check=False,
                 env={"HF_TOKEN": ""})
-    assert p.returncode == 2 and "token" in p.stderr  # checked before any cell trains
+    assert p.returncode == 3 and "token" in p.stderr  # checked before any cell trains
 
 
 # ---------------------------------------------------------------------------------------------------- Ray

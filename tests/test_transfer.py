@@ -262,7 +262,7 @@ def test_architecture_mismatch_fails_before_training(source_store, tiny_data, tm
     src = _copy_source(source_store, tmp_path)
     p = run_cli("transfer", str(src), "--to", "yelp2", "--arch", "lstm", "--data-dir", tiny_data, "--store", tmp_path,
                 check=False)
-    assert p.returncode == 2 and "architecture cnn, not lstm" in p.stderr
+    assert p.returncode == 3 and "architecture cnn, not lstm" in p.stderr
     # a ticket whose tensors do not fit the architecture its config claims
     t = Ticket.load(level_dirs(src)[0])
     t.config["find"]["model"]["arch"] = "lstm"
@@ -302,7 +302,7 @@ def test_config_validation_and_recipes(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[transfer]\ntarget = "yelp2"\nlevelz = [1]\n')
     p = run_cli("transfer", "--recipe", bad, "--store", tmp_path / "s", check=False)
-    assert p.returncode == 2 and "levelz" in p.stderr and not (tmp_path / "s").exists()
+    assert p.returncode == 3 and "levelz" in p.stderr and not (tmp_path / "s").exists()
 
 
 # ------------------------------------------------------------------------------------------ real data

@@ -74,6 +74,12 @@ The ticket holds `init.*`, `mask.*` (bool) and `rewind.*` tensors in `ticket.saf
 """
 
 
+def _card(data: ModelCardData, body: str) -> str:
+    """YAML metadata plus a plain body. Never a Jinja template: the body quotes what the user typed (the command),
+    where a `{#` would crash the render and `{{ x }}` would vanish."""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
 def ticket_card(cfg: dict) -> str:
     f = cfg["find"]
     name = f"{f['data']['dataset']}-{f['model']['arch']} ticket, level {cfg.get('level')}"
@@ -82,7 +88,7 @@ def ticket_card(cfg: dict) -> str:
     load = ('from ticketkit import Ticket\n'
             'ticket = Ticket.from_pretrained("<user>/<repo>")\n'
             'model = ticket.build_model()   # rewind weights x mask: retrain this under ticket.masks')
-    return str(ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + _body(name, cfg, rows, load)))
+    return _card(data, _body(name, cfg, rows, load))
 
 
 def run_card(run_summary: dict, level_cfgs: list[dict], subfolders: list[str] | None = None,
@@ -102,5 +108,4 @@ def run_card(run_summary: dict, level_cfgs: list[dict], subfolders: list[str] | 
                         f"Or pull it and retrain its tickets on another dataset:\n\n```\nticketkit pull {repo}\n"
                         f"ticketkit transfer hf://{repo} --to yelp2\n```\n\nLevels: "
                         + ", ".join(f"`{s}/`" for s in subs) + ".")
-    return str(ModelCard.from_template(_card_data(f["model"]["arch"], f["data"]["dataset"], rows, name),
-                                       template_str="---\n{{ card_data }}\n---\n" + body))
+    return _card(_card_data(f["model"]["arch"], f["data"]["dataset"], rows, name), body)

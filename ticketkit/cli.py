@@ -6,38 +6,15 @@ import os
 import shlex
 import signal
 import sys
-import typing
 from pathlib import Path
 
 import click
 
-from .config import FindConfig, cli_fields
+from .cliopts import (EXIT_CODES, LazyChoice, common_options, config_options, data_dir_option, output_options,
+                      runtime_options, store_option, transfer_options)
+from .config import FindConfig
+from .registries import arch_names, dataset_names
 from .errors import TicketkitError
-
-
-def _click_type(tp):
-    if typing.get_origin(tp) is typing.Union:
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-    return {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}.get(tp, click.STRING)
-
-
-def config_options(fn):
-    """One option per config field that has a flag (FindConfig's metadata), e.g. --rate -> prune.rate."""
-    for path, f, tp in reversed(list(cli_fields())):
-        name = f.metadata.get("flag") or f.name.replace("_", "-")
-        fn = click.option(f"--{name}", f"cfg__{'__'.join(path)}", type=_click_type(tp), default=None,
-                          help=f.metadata.get("help"))(fn)
-    return fn
-
-
-def common_options(fn):
-    fn = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                      help="load datasets from DIR/<name>/{train,test}.parquet (or TICKETKIT_DATA_DIR)")(fn)
-    fn = click.option("--store", type=click.Path(file_okay=False), default=None,
-                      help="the local store (default ./artifacts or TICKETKIT_STORE)")(fn)
-    fn = click.option("--quiet", is_flag=True, help="no progress bars or logs")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary on stdout")(fn)
-    return fn
 
 
 class SigintFlag:
@@ -79,8 +56,11 @@ def _emit(obj, as_json: bool, text: str | None = None) -> None:
         click.echo(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--debug", is_flag=True, help="show tracebacks")
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=EPILOG)
+@click.option("--debug", is_flag=True, envvar="TICKETKIT_DEBUG", show_envvar=True, help="show tracebacks")
 @click.version_option(package_name="ticketkit")
 @click.pass_context
 def main(ctx, debug):
@@ -88,10 +68,13 @@ def main(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
+RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML file; flags override its values"
+
+
 @main.command()
-@click.argument("dataset", required=False)
-@click.argument("arch", required=False)
-@click.option("--recipe", type=click.Path(), default=None, help="a TOML recipe (flags override its values)")
+@click.argument("dataset", required=False, type=LazyChoice(dataset_names), metavar="[DATASET]")
+@click.argument("arch", required=False, type=LazyChoice(arch_names), metavar="[ARCH]")
+@click.option("--recipe", default=None, help=RECIPE_HELP)
 @click.option("--seeds", "n_seeds", type=int, default=None,
               help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
 @click.option("--workers", type=int, default=1, show_default=True,
@@ -99,7 +82,10 @@ def main(ctx, debug):
 @config_options
 @common_options
 def find(dataset, arch, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
-    """Find lottery tickets: iterative or one-shot magnitude pruning on DATASET with ARCH."""
+    """Find lottery tickets: iterative or one-shot magnitude pruning on DATASET with ARCH.
+
+    DATASET is a registered dataset (imdb, yelp2, ...), ARCH a registered architecture (cnn, lstm, ...); by default
+    the recipe's, else imdb and cnn."""
     from .find import find_ticket
     from .report.levels import level_warnings, levels_table
 
@@ -121,10 +107,10 @@ def find(dataset, arch, recipe, data_dir, store, quiet, as_json, n_seeds, worker
 
 
 @main.command("ls")
-@click.option("--store", type=click.Path(file_okay=False), default=None, help="the local store")
+@store_option()
 @click.option("--hub", "hub_user", default=None, help="list the tickets a Hub user or org has published instead")
-@click.option("--json", "as_json", is_flag=True)
-def ls_cmd(store, hub_user, as_json):
+@output_options()
+def ls_cmd(store, hub_user, quiet, as_json):
     """The runs and tickets in the store (incomplete ones are flagged)."""
     from .report.store import hub_table, runs_table
     from .store import Store
@@ -142,14 +128,14 @@ def ls_cmd(store, hub_user, as_json):
 @main.command()
 @click.argument("ref")
 @click.option("--level", default=None, help="a level index (3) or % weights remaining (16.9)")
-@click.option("--store", type=click.Path(file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
-def show(ref, level, store, as_json):
+@store_option()
+@output_options("no warnings on stderr")
+def show(ref, level, store, quiet, as_json):
     """A ticket's or run's config, levels, measured densities and accuracies."""
     from .report.show import show as describe
 
     shown = describe(ref, level, store)
-    for w in shown.warnings:
+    for w in () if quiet else shown.warnings:
         click.echo(w, err=True)
     _emit(shown.data, as_json, shown.text)
     if shown.exit_code:
@@ -158,9 +144,9 @@ def show(ref, level, store, as_json):
 
 @main.command()
 @click.argument("ref", required=False)
-@click.option("--store", type=click.Path(file_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
-def verify(ref, store, as_json):
+@store_option()
+@output_options()
+def verify(ref, store, quiet, as_json):
     """Check a ticket, a run or the whole store; list every problem, exit 1 if there is any."""
     from .verify import verify_path
 
@@ -183,12 +169,11 @@ def _hub_progress(quiet: bool) -> None:
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="create the repo as private")
 @click.option("--level", default=None, help="push one level of a run: an index (3) or % weights remaining (16.9)")
-@click.option("--store", type=click.Path(file_okay=False), default=None)
-@click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option("--json", "as_json", is_flag=True)
+@store_option()
+@output_options("no progress bars")
 def push(ref, repo_id, private, level, store, quiet, as_json):
     """Publish a ticket, or a whole run (one level-NN/ subfolder per level and an index card), to the Hugging Face
-    Hub as REPO_ID, in one commit. The token comes from HF_TOKEN or `huggingface-cli login`."""
+    Hub as REPO_ID, in one commit. The token comes from HF_TOKEN or `hf auth login`."""
     from .hub import push as hub_push
 
     _hub_progress(quiet)
@@ -200,9 +185,8 @@ def push(ref, repo_id, private, level, store, quiet, as_json):
 
 @main.command()
 @click.argument("spec", metavar="USER/REPO[@REVISION]")
-@click.option("--store", type=click.Path(file_okay=False), default=None)
-@click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option("--json", "as_json", is_flag=True)
+@store_option()
+@output_options("no progress bars")
 def pull(spec, store, quiet, as_json):
     """Download a ticket or run from the Hugging Face Hub into the store (store/hub/<user>/<repo>/<commit>/) and
     verify it. It loads offline afterwards."""
@@ -234,20 +218,21 @@ def sweep():
 
 
 @sweep.command("run")
-@click.argument("recipe", type=click.Path())
+@click.argument("recipe")
 @click.option("--ray", "ray_address", default=None, metavar="auto|local|ADDRESS",
               help="run each cell as a Ray task: auto (a running cluster), local (start one here), or host:port")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="local backend: worker processes; --ray local: CPUs of the local Ray instance")
 @click.option("--cpus-per-cell", type=float, default=None, help="Ray: CPUs requested per cell (default: the recipe's num_cpus, 1)")
 @click.option("--quick", is_flag=True, help="merge the recipe's [quick] table over it (tiny subsample, few epochs)")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="load datasets from DIR/<name>/{train,test}.parquet (or TICKETKIT_DATA_DIR)")
-@click.option("--store", default=None, help="the store: a directory (shared by all Ray nodes) or hf://org/repo (push each finished cell)")
-@click.option("--quiet", is_flag=True, help="no live view")
-@click.option("--json", "as_json", is_flag=True, help="print the cells' states on stdout")
+@data_dir_option
+@click.option("--store", default=None, envvar="TICKETKIT_STORE", show_envvar=True, show_default="artifacts",
+              help="the store: a directory (shared by all Ray nodes) or hf://org/repo (push each finished cell)")
+@runtime_options
+@output_options("no live view")
 def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, store, quiet, as_json):
-    """Run every cell of RECIPE that is not done yet; failed and pending cells of an earlier run are retried."""
+    """Run every cell of RECIPE (a built-in recipe's name or a TOML file) that is not done yet; failed and pending
+    cells of an earlier run are retried."""
     from .sweep import run_sweep, status_table
 
     res = run_sweep(recipe, quick=quick, store=store, data_dir=data_dir, workers=workers, ray=ray_address,
@@ -262,9 +247,9 @@ def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, stor
 
 @sweep.command("status")
 @click.argument("ref", metavar="SWEEP")
-@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look SWEEP up by name")
-@click.option("--json", "as_json", is_flag=True)
-def sweep_status(ref, store, as_json):
+@store_option("where to look SWEEP up by name")
+@output_options()
+def sweep_status(ref, store, quiet, as_json):
     """Done / running / failed / pending per cell of SWEEP (a sweep-<hash> directory or name), from its files."""
     from .report import status_text, summarize
     from .sweep import cell_states, resolve_sweep
@@ -274,33 +259,13 @@ def sweep_status(ref, store, as_json):
     _emit({"sweep": str(sd), **summarize(states), "cells": states}, as_json, status_text(sd.name, states))
 
 
-def transfer_options(shared: bool):
-    """One option per TransferConfig field that has a flag (as config_options does for find). `shared`: the flags
-    transfer shares with find (training settings and subsample; same names, meanings and help), else its own.
-    A list is one comma-separated string (a count for seeds), a `negate` field an on/off flag (--no-fresh)."""
-    from .config import TransferConfig
-
-    def deco(fn):
-        for path, f, tp in reversed(list(cli_fields(TransferConfig))):
-            if shared != (path[0] == "train" or "find" in f.metadata):
-                continue
-            m = f.metadata
-            name = m.get("flag") or f.name.replace("_", "-")
-            kw = {"is_flag": True} if m.get("negate") else \
-                {"type": click.Choice(list(m["choices"])) if m.get("choices") else
-                 _click_type(m.get("cli_type") or (str if typing.get_origin(tp) is list else tp)), "default": None}
-            fn = click.option(f"--{name}", f"cfg__{'__'.join(path)}", help=m.get("help"), **kw)(fn)
-        return fn
-    return deco
-
-
 @main.command()
 @click.argument("source", required=False)
 @transfer_options(shared=False)
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
-@click.option("--recipe", type=click.Path(), default=None,
-              help="a TOML recipe: [transfer] plus [train]/[data]; without SOURCE its find settings give the source "
-                   "(found first if it is not in the store)")
+@click.option("--recipe", default=None,
+              help="a built-in recipe's name or a TOML file: [transfer] plus [train]/[data]; without SOURCE its find "
+                   "settings give the source (found first if it is not in the store)")
 @transfer_options(shared=True)
 @common_options
 def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
@@ -321,9 +286,9 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
 
 @main.command()
 @click.argument("ref", metavar="TRANSFER_RUN")
-@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look the run up by name")
-@click.option("--json", "as_json", is_flag=True)
-def report(ref, store, as_json):
+@store_option("where to look the run up by name")
+@output_options("no flagged-cell lines on stderr")
+def report(ref, store, quiet, as_json):
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
     (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells)."""
     from .fsio import read_json
@@ -353,7 +318,7 @@ def report(ref, store, as_json):
     paths = render_report(results, p)
     from .report.transfer import flag_line, flagged_rows
 
-    for r in flagged_rows(results):  # one line per flagged cell: it is in the tables, but never evidence
+    for r in () if quiet else flagged_rows(results):  # one line per flagged cell: it is in the tables, but never evidence
         click.echo(flag_line(r), err=True)
     _emit({k: str(v) for k, v in paths.items()}, as_json,
           f"{summary_table(results)}\nwrote {', '.join(str(v) for v in paths.values())}")
@@ -364,9 +329,9 @@ def report(ref, store, as_json):
 @click.option("--arm", default="transferred", show_default=True, help="the arm of a transfer run to compare")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="where compare.md, points.csv and the PNGs go (default ./compare-<hash>)")
-@click.option("--store", type=click.Path(file_okay=False), default=None, help="where to look runs up by name")
-@click.option("--json", "as_json", is_flag=True)
-def compare(refs, arm, out, store, as_json):
+@store_option("where to look runs up by name")
+@output_options()
+def compare(refs, arm, out, store, quiet, as_json):
     """Compare find or transfer runs named by hand: accuracy vs % remaining per setting that differs between
     them (one curve per value, the first run's values as the reference), paired differences by seed per level."""
     from .report.compare import compare as compare_runs
@@ -377,23 +342,35 @@ def compare(refs, arm, out, store, as_json):
           f"{res.text}\nwrote {res.markdown}, {', '.join(str(p) for p in res.plots)}")
 
 
+@main.command("recipes")
+@output_options()
+def recipes_cmd(quiet, as_json):
+    """The recipes that ship with ticketkit, each with its purpose: pass a name to --recipe (`--recipe quick`)."""
+    from .recipebook import builtin_recipes
+
+    rows = builtin_recipes()
+    width = max(len(r["name"]) for r in rows)
+    _emit(rows, as_json, "\n".join(f"{r['name']:<{width}}  {r['purpose']}" for r in rows))
+
+
 def run_cli(argv=None) -> int:
-    """Entry point: TicketkitErrors become one line on stderr and a non-zero exit; --debug shows tracebacks."""
+    """Entry point. Every failure is one line on stderr, `error: ...`, and an exit code of its kind (EXIT_CODES);
+    --debug (or TICKETKIT_DEBUG=1) shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("TICKETKIT_DEBUG") == "1"
+    debug = "--debug" in argv or os.environ.get("TICKETKIT_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
-        main.main(args=argv, prog_name="ticketkit", standalone_mode=False)
-        return 0
+        code = main.main(args=argv, prog_name="ticketkit", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # --help and --version return their exit code
     except click.exceptions.Abort:  # click turns a KeyboardInterrupt (our SigintFlag stop) into Abort
         click.echo("interrupted: progress is checkpointed; run the same command again to resume", err=True)
         return 130
     except click.UsageError as e:  # one line, like every other error: what is wrong, and where the help is
-        cmd = e.ctx.command_path if e.ctx is not None else "ticketkit"
-        click.echo(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", err=True)
-        return e.exit_code
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"error: {' '.join(e.format_message().split())}{where}", err=True)
+        return 2
     except click.ClickException as e:
-        e.show()
-        return e.exit_code
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 3
     except TicketkitError as e:
         if debug:
             raise
@@ -411,7 +388,7 @@ def run_cli(argv=None) -> int:
 
         writing = e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # only a write meets these; a read must not
         click.echo(f"error: {_fs_error(Path(e.filename or '?'), e) if writing else _os_line(e)}", err=True)
-        return 2
+        return TicketkitError.exit_code
 
 
 def _os_line(e: OSError) -> str:

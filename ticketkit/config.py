@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import TicketkitError
+from .registries import arch_names, control_names, dataset_names, embed_init_names, method_names
 
 
 def flag(help: str, name: str | None = None, **kw):
-    """Field metadata: `name` is the CLI flag (default: the field name with dashes)."""
+    """Field metadata: `name` is the CLI flag (default: the field name with dashes). `choices`: the allowed values,
+    or a function that returns them from a registry (read only when the CLI needs them); `check`: a function that
+    raises TicketkitError on a value no list of choices can describe (rewind's epoch:K)."""
     return {"help": help, "flag": name, **kw}
 
 
@@ -50,12 +53,13 @@ class ModelHparams:
     num_filters: int = field(default=100, metadata=flag("cnn: feature maps per filter width"))
     filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5], metadata=flag("cnn: filter widths", cli=False))
     hidden_size: int = field(default=128, metadata=flag("lstm: hidden units"))
-    pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens (mean|max)"))
+    pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens", choices=("mean", "max")))
     dropout: float = field(default=0.5, metadata=flag("dropout before the output layer"))
     # Default by measurement (bench/RESULTS.md, section "embed-init"; CNN, IMDB 5k subsample, seed 0, 59 % a round):
     # dense validation accuracy xavier 85.6 %, uniform 84.8 %, normal 77.4 %; the random-prune control still learns
     # under xavier (test 83.3 % at 6.9 % and 81.4 % at 2.8 %, 4 % and 13 % dead filters, not collapsed).
-    embed_init: str = field(default="xavier", metadata=flag("embedding init: xavier | normal (N(0,1)) | uniform (+-0.25, Kim 2014)"))
+    embed_init: str = field(default="xavier", metadata=flag("embedding init: xavier, normal (N(0,1)) or uniform (+-0.25, Kim 2014)",
+                                                                                 choices=embed_init_names))
 
     def validate(self) -> None:
         from .models import MODELS
@@ -77,7 +81,7 @@ class TrainHparams:
     batch_size: int = field(default=64, metadata=flag("training batch size"))
     patience: int = field(default=2, metadata=flag("stop after this many epochs without a better validation loss"))
     eval_batch_size: int = field(default=512, metadata=flag("evaluation batch size (no gradients, so larger)"))
-    precision: str = field(default="auto", metadata=flag("auto (bf16 autocast on a CPU that supports it; fp32 on a GPU, where it is faster) | fp32 | bf16"))
+    precision: str = field(default="auto", metadata=flag("auto: bf16 autocast on a CPU that supports it; fp32 on a GPU, where it is faster", choices=("auto", "fp32", "bf16")))
     bucketing: bool = field(default=True, metadata=flag("batch reviews of similar length together", cli=False))
 
     def validate(self) -> None:
@@ -94,16 +98,21 @@ SCHEDULES = ("iterative", "oneshot", "oneshot-levels")
 
 @dataclass
 class PruneHparams:
-    method: str = field(default="magnitude", metadata=flag("how weights are scored for pruning (registered methods: magnitude)"))
-    scope: str = field(default="local", metadata=flag("local (same rate per layer) | global (one threshold)", name="prune"))
+    method: str = field(default="magnitude", metadata=flag("how weights are scored for pruning (the registered methods)", choices=method_names))
+    scope: str = field(default="local", metadata=flag("local (same rate per layer) or global (one threshold)", name="prune",
+                                                                                  choices=("local", "global")))
     schedule: str = field(default="iterative", metadata=flag(
         "iterative (a rate per round) | oneshot (straight to --target) | oneshot-levels (each level in one shot from "
-        "the one dense training, to the iterative schedule's per-layer counts at that round)"))
+        "the one dense training, to the iterative schedule's per-layer counts at that round)",
+        choices=("iterative", "oneshot", "oneshot-levels")))
     rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
     levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative, oneshot-levels)"))
     target: Optional[float] = field(default=None, metadata=flag("fraction of prunable weights to keep; iterative stops there, oneshot goes there"))
-    rewind: str = field(default="init", metadata=flag("init | epoch:K or step:K (late resetting: the weights after K epochs or optimizer steps) | final (fine-tuning)"))
-    control: str = field(default="none", metadata=flag("none | random-prune (mask shuffled per layer) | random-reinit (weights re-drawn)"))
+    rewind: str = field(default="init", metadata=flag(
+        "init, epoch:K or step:K (late resetting: the weights after K epochs or optimizer steps), or final (fine-tuning)",
+        check=lambda v: PruneHparams(rewind=v).rewind_point(), metavar="init|epoch:K|step:K|final"))
+    control: str = field(default="none", metadata=flag("random-prune: mask shuffled per layer; random-reinit: weights re-drawn",
+                                                                              choices=control_names))
     exclude: list[str] = field(default_factory=list, metadata=flag("parameter names never pruned", cli=False))
     layer_rates: dict[str, float] = field(default_factory=dict, metadata=flag("per-parameter rate overrides (local)", cli=False))
     layer_floor: float = field(default=0.001, metadata=flag("no layer keeps fewer than this fraction of its weights (nor fewer than 1): none is ever emptied"))
@@ -207,7 +216,8 @@ class TransferConfig:
     Its fields are `ticketkit transfer`'s flags, as FindConfig's are find's. On the command line a list is
     comma-separated, seeds is a count N (seeds 0..N-1), and `find` names the find setting a flag shares with
     `ticketkit find` (the recipe's source is found with it)."""
-    target: str = field(default="yelp2", metadata=flag("target dataset (default: the recipe's, else yelp2)", name="to"))
+    target: str = field(default="yelp2", metadata=flag("target dataset; a recipe's target replaces this default", name="to",
+                                                                      choices=dataset_names))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=flag(  # an int N means seeds 0..N-1
         "N independent replicates, seeds 0..N-1: seed s re-runs the source search, the fresh search and every control "
         "at seed s (init, split, data order, dropout)", cli_type=int))
@@ -225,10 +235,10 @@ class TransferConfig:
     # Train a level's arms (same seed) as one stacked model (ticketkit.arms): "auto" does so on an accelerator, where
     # it pays, and not on a CPU, where it does not. Changes results by floating-point rounding only: not hashed.
     batch_arms: str = field(default="auto", metadata=flag(
-        "train a level's arms as one stacked model (default auto: on a GPU, not on a CPU, where it does not pay)",
+        "train a level's arms as one stacked model (auto: on a GPU, not on a CPU, where it does not pay)",
         choices=BATCH_ARMS))
     arch: Optional[str] = field(default=None, metadata=flag(  # checked, not hashed
-        "the source's architecture: picks the newest run of it, and is checked"))
+        "the source's architecture: picks the newest run of it, and is checked", choices=arch_names))
     max_train: Optional[int] = field(default=None, metadata=flag(  # the target's subsample, as in find
         DataHparams.__dataclass_fields__["max_train"].metadata["help"], find=("data", "max_train")))
     max_test: Optional[int] = field(default=None, metadata=flag(
@@ -363,13 +373,17 @@ def from_dict(cls, d: dict, where: str = "config"):
 
 
 def load_recipe(path: str | Path) -> dict:
-    """Read a recipe TOML into a plain dict. Syntax errors name the file and line."""
-    path = Path(path)
+    """Read a recipe TOML (a file, or a built-in recipe's name) into a plain dict. Syntax errors name the file and
+    line."""
+    from .recipebook import resolve_recipe
+
+    path = resolve_recipe(path)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise TicketkitError(f"recipe {path} not found: pass an existing file, e.g. --recipe recipes/quick.toml") from None
+        raise TicketkitError(f"recipe {path} not found: pass an existing file or a built-in recipe's name, e.g. "
+                             f"--recipe quick (see `ticketkit recipes`)") from None
     except tomllib.TOMLDecodeError as e:
         raise TicketkitError(f"recipe {path} is not valid TOML: {e}") from None
     except UnicodeDecodeError:

@@ -22,6 +22,7 @@ from .fsio import tensors_digest, write_with
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 HUB_RETRY_SECONDS = 60
+HUB_PROBE_SECONDS = 10  # one quick metadata request before `datasets`, whose retries take ~30 s to give up offline
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,17 @@ def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
         raise TicketkitError(hint)
     if marker.exists() and time.time() - marker.stat().st_mtime < HUB_RETRY_SECONDS:
         raise TicketkitError(hint + f" (the Hub failed under a minute ago; not retrying until {HUB_RETRY_SECONDS}s pass)")
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HTTPError as TransportError  # connect, DNS, timeout: no network
+
+        HfApi().dataset_info(spec.hub_id, timeout=HUB_PROBE_SECONDS)
+    except TransportError:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise TicketkitError(hint) from None
+    except Exception:  # noqa: BLE001 - an HTTP answer (rate limit, gated): the Hub is there, let `datasets` try
+        pass
     try:
         import datasets
 

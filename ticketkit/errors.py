@@ -1,4 +1,5 @@
-"""The one error type users see. The CLI prints it as a single line and exits non-zero.
+"""The one error type users see. The CLI prints it as a single line and exits with the code of its kind: 3 for
+bad input or data, 4 for integrity, 5 for divergence (2 is click's usage errors; the table is cliopts.EXIT_CODES).
 
 `redact` removes anything that looks like a secret (a Hugging Face token, `Bearer <x>`) from a text: every error,
 log line and state file that ticketkit writes goes through it, since a server may echo the Authorization header.
@@ -29,7 +30,7 @@ def redact(text: str) -> str:
 class TicketkitError(Exception):
     """A problem the user can fix. The message names what is wrong and how to fix it (never a secret: redacted)."""
 
-    exit_code = 2
+    exit_code = 3
 
     def __init__(self, *args):
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
@@ -38,10 +39,10 @@ class TicketkitError(Exception):
 class IntegrityError(TicketkitError):
     """An artifact on disk is corrupt, truncated or tampered with."""
 
-    exit_code = 3
+    exit_code = 4
 
 
 class TrainingDiverged(TicketkitError):
     """Loss became NaN or inf; the level is stopped and reported rather than silently continued."""
 
-    exit_code = 4
+    exit_code = 5

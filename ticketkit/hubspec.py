@@ -11,7 +11,7 @@ import re
 from .errors import TicketkitError, shorten
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-LOGIN_HINT = "run `huggingface-cli login` (or `hf auth login`) or set HF_TOKEN"
+LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
 
 
 def endpoint() -> str:
@@ -125,7 +125,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def require_token(token: str | None = None) -> str:
-    """The token from the argument, HF_TOKEN or `huggingface-cli login`; checked before anything is sent."""
+    """The token from the argument, HF_TOKEN or `hf auth login`; checked before anything is sent."""
     from huggingface_hub import get_token
 
     token = token or get_token()

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import IntegrityError
 from ..hub import resolve_ref
 from ..store import Store
 from ..ticket import Ticket
@@ -55,7 +56,7 @@ def _diagnostics(row: dict) -> str:
 def _show_run(p: Path) -> Shown:
     info = Store(p.parent).describe(p)
     if info.get("status") == "corrupt":
-        return Shown(info, f"run {p}\nstatus corrupt: {info.get('error')}", 3)
+        return Shown(info, f"run {p}\nstatus corrupt: {info.get('error')}", IntegrityError.exit_code)
     cfg = info.get("config", {})
     try:
         table = levels_table(info, p)

@@ -65,6 +65,45 @@ def source_find_config(recipe: str, flags: dict) -> FindConfig:
     return FindConfig.from_dict(merge(FindConfig().to_dict(), d)).validate()
 
 
+def _settings(run: dict) -> str:
+    c = run.get("config", {})
+    d, t = c.get("data", {}), c.get("train", {})
+    sub = "full data" if d.get("max_train") is None and d.get("max_test") is None else \
+        f"subsample {d.get('max_train') or 'all'} train / {d.get('max_test') or 'all'} test"
+    return (f"{d.get('dataset')}, {c.get('model', {}).get('arch')}, {sub}, {t.get('epochs')} epochs, "
+            f"seed {c.get('seed')}, {len(run.get('levels') or [])} levels")
+
+
+def _subsampled(run: dict) -> bool:
+    d = run.get("config", {}).get("data", {})
+    return d.get("max_train") is not None or d.get("max_test") is not None
+
+
+def default_source(store, cfg: TransferConfig) -> tuple[dict, list[str]]:
+    """The run a transfer without SOURCE takes (the newest finished one on another dataset) and what to tell
+    the user about it: its settings, and the newest full-data run where the chosen one is a subsample."""
+    from ..store import Store
+    from .source import default_sources
+
+    runs = default_sources(store if isinstance(store, Store) else Store(store), cfg.target, cfg.arch)
+    lines = [f"source: {runs[0]['name']} ({_settings(runs[0])}), the newest finished find run on another dataset; "
+             f"pass a SOURCE to choose another"]
+    full = next((r for r in runs if not _subsampled(r)), None)
+    if _subsampled(runs[0]) and full is not None:
+        lines.append(f"note: that is a subsampled run; the newest full-data run is {full['name']} "
+                     f"({_settings(full)}): `ticketkit transfer {full['name']} --to {cfg.target}`")
+    return runs[0], lines
+
+
+def _announce_default_source(store, cfg: TransferConfig, progress: bool) -> str:
+    from ..log import log
+
+    run, lines = default_source(store, cfg)
+    for line in lines:
+        log(progress, line)
+    return run["path"]
+
+
 def transfer_command(source: str | None, recipe: str | None, flags: dict, *, level=None, data_dir=None, store=None,
                      progress: bool = True, command: str | None = None, stop_flag=None) -> TransferRun:
     """What `ticketkit transfer [SOURCE] [--recipe R] [flags]` does. Without SOURCE and --level, a recipe's own
@@ -79,5 +118,7 @@ def transfer_command(source: str | None, recipe: str | None, flags: dict, *, lev
                                  f"another one, or pass a SOURCE ticket")
         source = str(find_ticket(find_cfg, data_dir=data_dir, store=store, progress=progress, stop_flag=stop_flag,
                                  command=command).path)
+    if source is None and level is None:  # the store's newest run: say which, before any training
+        source = _announce_default_source(store, cfg, progress)
     return transfer_ticket(source, cfg, data_dir=data_dir, store=store, progress=progress, level=level,
                            command=command, stop_flag=stop_flag)

@@ -135,15 +135,7 @@ def resolve_source(ref=None, store=None, target: str = "yelp2", arch: str | None
     if ref is None:
         if level is not None:
             raise TicketkitError("--level needs a SOURCE run to pick the level from")
-        runs = [r for r in store.runs("find") if r.get("status") == "complete"
-                and r.get("config", {}).get("data", {}).get("dataset") != target
-                and r.get("config", {}).get("prune", {}).get("control", "none") == "none"
-                and (arch is None or r.get("config", {}).get("model", {}).get("arch") == arch)]
-        if not runs:
-            what = f"{arch} " if arch else ""
-            raise TicketkitError(f"no finished {what}find run on a dataset other than {target} in the store {store.root}: "
-                                 f"run `ticketkit find imdb {arch or 'cnn'}` first, or pass a ticket or run")
-        ref = max(runs, key=lambda r: r.get("finished", ""))["path"]
+        ref = default_sources(store, target, arch)[0]["path"]
     ref = str(ref)
     if ref.startswith("hf://"):
         from ..hub import pull, resolve_ref  # hub.resolve_ref is the one place that turns hf:// into a path
@@ -178,6 +170,20 @@ def resolve_source(ref=None, store=None, target: str = "yelp2", arch: str | None
         raise IntegrityError(f"{p}/{incomplete[0]} is incomplete (no manifest.json): it was interrupted while being "
                              f"written; re-run the source's find command")
     return _source_from_dirs("run", p, dirs)
+
+
+def default_sources(store: Store, target: str, arch: str | None = None) -> list[dict]:
+    """The store's finished find runs (no control) on a dataset other than `target`, newest first: the first is
+    the source a transfer without SOURCE takes."""
+    runs = [r for r in store.runs("find") if r.get("status") == "complete"
+            and r.get("config", {}).get("data", {}).get("dataset") != target
+            and r.get("config", {}).get("prune", {}).get("control", "none") == "none"
+            and (arch is None or r.get("config", {}).get("model", {}).get("arch") == arch)]
+    if not runs:
+        what = f"{arch} " if arch else ""
+        raise TicketkitError(f"no finished {what}find run on a dataset other than {target} in the store {store.root}: "
+                             f"run `ticketkit find imdb {arch or 'cnn'}` first, or pass a ticket or run")
+    return sorted(runs, key=lambda r: r.get("finished", ""), reverse=True)
 
 
 def _single(p: Path) -> Source:
