@@ -293,11 +293,15 @@ def test_config_validation_and_recipes(tmp_path):
     with pytest.raises(TicketkitError, match="epoch"):
         config_from_recipe({"transfer": {}, "train": {"epochz": 1}})
     repo = Path(__file__).resolve().parents[1]
-    for name in ("transfer_imdb_yelp2.toml", "transfer_quick.toml"):
-        from ticketkit.config import load_recipe
+    from ticketkit.config import load_recipe
+    every_arm = ["random-prune", "random-prune-rows", "random-reinit"]
+    for name, levels in (("transfer_imdb_yelp2.toml", [100, 41.1, 16.9, 7.0, 2.9, 1.2, 0.5, 0.2]),
+                         ("transfer_imdb_yelp2_cpu.toml", [100, 41.1, 16.9, 7.0, 2.9, 1.2, 0.5, 0.2]),
+                         ("transfer_quick.toml", [100, 16.9, 7.0, 2.9])):
         cfg = config_from_recipe(load_recipe(repo / "recipes" / name))
-        assert cfg.levels == [100, 41.1, 16.9, 7.0, 2.9, 1.2, 0.5, 0.2] and cfg.fresh and "random-prune" in cfg.controls
-    assert config_from_recipe(load_recipe(repo / "recipes" / "transfer_imdb_yelp2.toml")).seeds == [0, 1, 2]
+        # every recipe runs every arm over 3 independent seeds
+        assert cfg.levels == levels and cfg.fresh and cfg.controls == every_arm, name
+        assert cfg.seeds == [0, 1, 2] and cfg.independent, name
     # a recipe with an unknown key fails on the command line before anything runs
     bad = tmp_path / "bad.toml"
     bad.write_text('[transfer]\ntarget = "yelp2"\nlevelz = [1]\n')
