@@ -27,7 +27,7 @@ def test_every_command_takes_quiet_and_json():
     assert len(names) >= 11 and all(names.values()), [p for p, ok in names.items() if not ok]
 
 
-@pytest.mark.parametrize("argv", [["ls"], ["verify"], ["recipes"]])
+@pytest.mark.parametrize("argv", [["ls"], ["recipes"]])
 def test_cheap_commands_run_with_quiet_and_json(argv, tmp_path):
     (tmp_path / "s").mkdir()
     p = run_cli(*argv, "--quiet", "--json", env={"TICKETKIT_STORE": str(tmp_path / "s")})
@@ -35,9 +35,17 @@ def test_cheap_commands_run_with_quiet_and_json(argv, tmp_path):
     assert p.stderr == ""
 
 
+def test_verify_takes_quiet_and_json_and_an_empty_store_is_one_line(tmp_path):
+    """verify accepts both flags; with nothing to verify it is an input error (issue 19), one line, exit 3."""
+    (tmp_path / "s").mkdir()
+    p = run_cli("verify", "--quiet", "--json", env={"TICKETKIT_STORE": str(tmp_path / "s")}, check=False)
+    assert p.returncode == 3 and p.stdout == "" and len(p.stderr.strip().splitlines()) == 1
+    assert "nothing to verify" in p.stderr
+
+
 def test_help_shows_defaults_choices_and_env_vars():
     find = run_cli("find", "--help").stdout
-    for text in ("[default: (20)]", "--prune [local|global]", "--schedule [iterative|oneshot]",
+    for text in ("[default: (20)]", "--prune [local|global]", "--schedule [iterative|oneshot|oneshot-levels]",
                  "--precision [auto|fp32|bf16]", "--pooling [mean|max]", "random-prune|random-prune-rows",
                  "--rewind [init|epoch:K|step:K|final]", "TICKETKIT_STORE", "TICKETKIT_DATA_DIR", "TICKETKIT_CACHE",
                  "TICKETKIT_MALLOC"):

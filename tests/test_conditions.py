@@ -141,7 +141,7 @@ def test_compare_cli_and_bad_input(tmp_path):
     p = run_cli("compare", "find-a0", "find-a1", "find-b0", "find-b1", "--store", store, "--out", tmp_path / "o")
     assert "no interval (n < 3)" in p.stdout and (tmp_path / "o" / "compare.md").exists()
     p = run_cli("compare", "find-zzz", "--store", store, check=False)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "find-zzz" in p.stderr
+    assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1 and "find-zzz" in p.stderr
     transfer_run(store, "transfer-a", "init", ACC[("init", "local")])
     p = run_cli("compare", "transfer-a", "--arm", "fresh", "--store", store, check=False)
-    assert p.returncode == 2 and "no 'fresh' arm" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode == 3 and "no 'fresh' arm" in p.stderr and len(p.stderr.strip().splitlines()) == 1
