@@ -17,7 +17,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from .stats import MIN_N, excludes_zero, flagged, mean_sd, t_interval
+from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, t_interval
 from .tables import format_table
 
 
@@ -102,15 +102,12 @@ def differences(points: list[dict], design: Design, axis: str, facet: dict) -> l
         other = _by_key(_select(points, {**fixed, axis: value}))
         for key in sorted(set(base) & set(other), key=lambda k: -_mean_density(base[k])):
             b, o = ({p["seed"]: p for p in ps} for ps in (base[key], other[key]))
-            both = sorted(set(b) & set(o))
-            if not both:
+            if not set(b) & set(o):
                 continue
-            seeds = [s for s in both if not flagged(b[s]) and not flagged(o[s])]
-            diffs = [(o[s]["acc"] - b[s]["acc"]) * 100 for s in seeds]
-            ci = t_interval(diffs)
+            d = paired(o, b, "acc")
             out.append({"axis": axis, "facet": facet, "key": key, "pct": _mean_density(base[key]) * 100,
-                        "value": value, "reference": ref, "n": len(seeds), "excluded": len(both) - len(seeds),
-                        "mean_diff": sum(diffs) / len(diffs) if diffs else None, "ci": ci, "diffs": diffs})
+                        "value": value, "reference": ref, "n": d["n"], "excluded": d["excluded"],
+                        "mean_diff": d["mean"] if d["diffs"] else None, "ci": d["ci"], "diffs": d["diffs"]})
     return out
 
 

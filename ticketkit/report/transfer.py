@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..controls import CONTROLS
-from .stats import MIN_N, excludes_zero, flagged, mean_sd, t_interval, usable
+from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
 ARM_ORDER = ("transferred", *CONTROLS, "fresh")
@@ -72,15 +72,12 @@ def paired_comparisons(results: dict) -> list[dict]:
             if arm == "transferred":
                 continue
             other = {r["seed"]: r for r in _cell(rows, arm, level)}
-            both = sorted(set(base) & set(other))
-            if not both:
+            if not set(base) & set(other):
                 continue
-            seeds = [s for s in both if not flagged(base[s]) and not flagged(other[s])]
-            diffs = [(base[s]["test_accuracy"] - other[s]["test_accuracy"]) * 100 for s in seeds]
-            ci = t_interval(diffs)
-            out.append({"level": level, "vs": arm, "seeds": len(seeds), "excluded": len(both) - len(seeds),
-                        "mean_diff": sum(diffs) / len(diffs) if diffs else float("nan"),
-                        "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "diffs": diffs})
+            d = paired(base, other, "test_accuracy")
+            ci = d["ci"]
+            out.append({"level": level, "vs": arm, "seeds": d["n"], "excluded": d["excluded"], "mean_diff": d["mean"],
+                        "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "diffs": d["diffs"]})
     return out
 
 
