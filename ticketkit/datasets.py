@@ -147,6 +147,11 @@ def _table(df, spec: DatasetSpec, where: str) -> tuple[list[str], np.ndarray]:
     return list(texts), values
 
 
+def _plain(v):
+    """A numpy scalar as the Python value it holds, so a message shows 4, not np.int64(4)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _as_int(v):
     """An integer label as an int (1, 1.0, np.int64(1)); None for anything else (strings, 1.5, booleans)."""
     if isinstance(v, (bool, np.bool_)):
@@ -182,14 +187,14 @@ def to_indices(texts, values, where: str, labels: list, k: int) -> RawSplit:
         keys = [str(_as_int(v)) if _as_int(v) is not None else str(v) for v in values]
         bad = [i for i, key in enumerate(keys) if key not in index]
         if bad:
-            raise TicketkitError(f"{where}: label {values[bad[0]]!r} at row {bad[0]} is not one of the classes "
+            raise TicketkitError(f"{where}: label {_plain(values[bad[0]])!r} at row {bad[0]} is not one of the classes "
                                  f"{labels}; drop those rows (or map them to one of these)")
         return RawSplit(texts, np.asarray([index[key] for key in keys], dtype=np.int64))
     got = [_as_int(v) for v in values]
     bad = [i for i, g in enumerate(got) if g is None or not 0 <= g < k]
     if bad:
         allowed = "0 or 1" if k == 2 else f"integers 0..{k - 1}"
-        raise TicketkitError(f"{where}: labels must be {allowed}, found {values[bad[0]]!r} at row {bad[0]}; "
+        raise TicketkitError(f"{where}: labels must be {allowed}, found {_plain(values[bad[0]])!r} at row {bad[0]}; "
                              f"map them to {allowed}")
     return RawSplit(texts, np.asarray(got, dtype=np.int64))
 
