@@ -45,11 +45,11 @@ class OpenChoice(click.ParamType):
     under --data-dir or a Hub id, which no list of choices holds). The name is checked where it is used."""
     name = "name"
 
-    def __init__(self, names, metavar: str = "NAME"):
+    def __init__(self, names, metavar: str | None = None):
         self._names, self.metavar = names, metavar
 
-    def get_metavar(self, param, ctx=None):
-        return f"[{self.metavar}]"
+    def get_metavar(self, param, ctx=None):  # the registered names, then NAME for any other
+        return f"[{self.metavar or '|'.join([*self._names(), 'NAME'])}]"
 
     def shell_complete(self, ctx, param, incomplete):
         from click.shell_completion import CompletionItem
@@ -100,7 +100,7 @@ def _field_option(path, f: dataclasses.Field, tp):
     else:
         if m.get("suggest"):
             kw["type"] = OpenChoice(m["suggest"])
-            kw["help"] = f"{kw['help']} (registered: {', '.join(m['suggest']())}; or a folder under --data-dir, or org/name)"
+            kw["help"] = f"{kw['help']} (NAME: a folder under --data-dir, or a Hub id org/name)"
         elif m.get("choices"):
             kw["type"] = LazyChoice(m["choices"])
         elif m.get("check"):
