@@ -90,6 +90,8 @@ def test_string_labels_are_mapped_in_sorted_order_and_recorded(tmp_path, tiny_co
     assert t.config["find"]["data"]["labels"] == sorted(TOPICS) and t.config["find"]["model"]["num_classes"] == 4
     assert t.config["data"]["classes"] == sorted(TOPICS) and t.init["fc.weight"].shape[0] == 4
     assert run.config.data.labels == sorted(TOPICS)  # the run name hashes them: the name means the output layer
+    shown = run_cli("show", str(run.path / "level-00")).stdout
+    assert f"4 classes: {', '.join(sorted(TOPICS))}" in shown
     # a test label the training split never had: one line naming it
     df = pd.read_parquet(root / "topics" / "test.parquet")
     df.loc[3, "label"] = "Weather"
