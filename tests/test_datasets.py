@@ -166,7 +166,7 @@ def test_sst2_and_ag_news_registered_with_local_stand_ins(tmp_path):
 
 def test_hub_split_mapping_on_a_local_datasets_dict(tmp_path):
     """The Hub path after the download: a `datasets.DatasetDict` read through the split mapping (sst2's default,
-    then a --split override). The download and the revision lookup themselves need the network (not tested)."""
+    then a --split override). The download and the revision lookup: test_a_hub_dataset_through_find_records_its_revision."""
     import datasets
 
     from ticketkit.datasets import _spec
@@ -218,3 +218,66 @@ def test_k_class_metrics_and_collapse():
     assert m["majority_share"] == 1.0 and m["accuracy"] == float((y == 2).float().mean())
     assert m["macro_f1"] == pytest.approx(f1_score(y.numpy(), np.full(40, 2), average="macro", labels=range(4), zero_division=0))
     assert diagnose(m["majority_share"], None, 1, 3)["flags"] == ["collapsed"]
+
+
+@pytest.fixture
+def olah_dataset(tmp_path):
+    """olah (a real Hub mirror server, offline mode, on loopback) serving org/corpus, a dataset repo in git with
+    data/train.parquet and data/validation.parquet, as `datasets` exports them."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    if shutil.which("olah-cli") is None or shutil.which("git") is None:
+        pytest.skip("olah-cli (pip install olah) and git are needed to serve a dataset repo on loopback")
+    root = tmp_path / "olah"
+    repo = root / "mirrors" / "datasets" / "org" / "corpus"
+    make_topics(repo, "data", text="sentence")
+    (repo / "data" / "test.parquet").rename(repo / "data" / "validation.parquet")  # labelled, as sst2's is
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
+                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "data")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (root / "olah.toml").write_text(f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "cache"}"\n'
+                                    f'mirrors-path = ["{root / "mirrors"}"]\nmirror-netloc = "127.0.0.1:{port}"\n'
+                                    f'mirror-lfs-netloc = "127.0.0.1:{port}"\n[accessibility]\noffline = true\n')
+    with open(root / "olah.log", "w") as log:
+        proc = subprocess.Popen(["olah-cli", "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                assert proc.poll() is None and time.monotonic() < deadline, (root / "olah.log").read_text()
+                time.sleep(0.2)
+            yield {"url": f"http://127.0.0.1:{port}", "sha": git("rev-parse", "HEAD")}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_a_hub_dataset_through_find_records_its_revision(olah_dataset, tmp_path):
+    """`find --dataset org/corpus cnn --split ...` against a loopback Hub mirror: the splits are mapped, and the
+    commit the revision resolved to is recorded in run.json and every ticket's config.json (data.revision)."""
+    env = {"HF_ENDPOINT": olah_dataset["url"], "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_TOKEN": "", "TICKETKIT_CACHE": str(tmp_path / "tk")}
+    store = tmp_path / "store"
+    # olah answers a dataset's info only at a named revision, so the test names one (the Hub resolves none too)
+    p = run_cli("find", "--dataset", "org/corpus", "cnn", "--text-column", "sentence", "--split",
+                "train=train,test=validation", "--data-revision", "main", "--store", store, *TINY_FLAGS,
+                "--epochs", "1", "--levels", "1", "--quiet", "--json", env=env)
+    out = json.loads(p.stdout)
+    assert out["run"].endswith(tuple(p.name for p in store.glob("find-org--corpus-cnn-*")))
+    d = out["data"]
+    assert d["hub_id"] == "org/corpus" and d["revision"] == olah_dataset["sha"]
+    assert d["splits"] == {"train": "train", "test": "validation"} and d["test_size"] == 160 and d["num_classes"] == 4
+    t = read_json(next(store.glob("find-*")) / "level-01" / "config.json")
+    assert t["data"]["revision"] == olah_dataset["sha"] and t["find"]["data"]["revision"] == "main"
