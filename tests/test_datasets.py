@@ -56,10 +56,9 @@ def test_unregistered_name_with_other_columns_from_a_data_dir(tmp_path):
     cfg = read_json(run / "run.json")["config"]
     assert cfg["data"]["text_column"] == "body" and cfg["data"]["label_column"] == "stars"
     assert cfg["model"]["num_classes"] == 2 and cfg["data"]["labels"] == []  # 0/1 integers: nothing to map
-    # without the flags: one line naming the columns it found and the flags that fix it
-    bad = run_cli("find", "reviews", "cnn", "--data-dir", root, "--store", store, *TINY_FLAGS, "--quiet", check=False)
-    lines = bad.stderr.strip().splitlines()
-    assert bad.returncode == 3 and len(lines) == 1 and "'body'" in lines[0] and "--text-column" in lines[0]
+    # without the flags: the error names the columns it found and the flags that fix it
+    with pytest.raises(TicketkitError, match=r"expected columns 'text' and 'label', found \['body', 'stars'\]; pass --text-column"):
+        load_raw("reviews", root)
 
 
 def test_a_name_neither_registry_nor_data_dir_knows_is_one_line(tmp_path):
@@ -69,10 +68,10 @@ def test_a_name_neither_registry_nor_data_dir_knows_is_one_line(tmp_path):
     assert p.returncode == 3 and len(lines) == 1, p.stderr
     assert "unknown dataset 'mnist'" in lines[0] and "imdb" in lines[0] and "mnist/train.parquet" in lines[0]
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").glob("find-*"))
-    p = run_cli("find", "mnist", "cnn", "--store", tmp_path / "store", check=False)  # no data dir at all
-    assert p.returncode == 3 and "--data-dir" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    p = run_cli("find", "../x", "cnn", "--store", tmp_path / "store", check=False)
-    assert p.returncode == 3 and "not a dataset name" in p.stderr
+    with pytest.raises(TicketkitError, match="unknown dataset 'mnist': not registered.*--data-dir DIR"):
+        load_raw("mnist")  # no data dir at all
+    with pytest.raises(TicketkitError, match="data.dataset: '../x' is not a dataset name"):
+        DataHparams(dataset="../x").validate()
 
 
 def test_string_labels_are_mapped_in_sorted_order_and_recorded(tmp_path, tiny_config):
@@ -90,8 +89,8 @@ def test_string_labels_are_mapped_in_sorted_order_and_recorded(tmp_path, tiny_co
     assert t.config["find"]["data"]["labels"] == sorted(TOPICS) and t.config["find"]["model"]["num_classes"] == 4
     assert t.config["data"]["classes"] == sorted(TOPICS) and t.init["fc.weight"].shape[0] == 4
     assert run.config.data.labels == sorted(TOPICS)  # the run name hashes them: the name means the output layer
-    shown = run_cli("show", str(run.path / "level-00")).stdout
-    assert f"4 classes: {', '.join(sorted(TOPICS))}" in shown
+    from ticketkit.report.show import show
+    assert f"4 classes: {', '.join(sorted(TOPICS))}" in show(str(run.path / "level-00"), None, tmp_path / "store").text
     # a test label the training split never had: one line naming it
     df = pd.read_parquet(root / "topics" / "test.parquet")
     df.loc[3, "label"] = "Weather"
