@@ -282,7 +282,7 @@ def test_no_source_in_store_is_a_clear_error(tmp_path, tiny_data):
 def test_config_validation_and_recipes(tmp_path):
     assert TransferConfig(seeds=3).seeds == [0, 1, 2]
     for bad, match in ((dict(levels=[0]), "levels"), (dict(controls=["shuffle"]), "controls"),
-                       (dict(seeds=[]), "seeds"), (dict(workers=0), "workers"), (dict(target="sst2"), "target")):
+                       (dict(seeds=[]), "seeds"), (dict(workers=0), "workers"), (dict(target="../x"), "target")):
         with pytest.raises(TicketkitError, match=match):
             TransferConfig(**bad).validate()
     c = config_from_recipe({"transfer": {"seeds": 2, "levels": [100, 7]}, "train": {"epochs": 3},

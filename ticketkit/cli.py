@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .cliopts import (EXIT_CODES, LazyChoice, common_options, config_options, data_dir_option, output_options,
+from .cliopts import (EXIT_CODES, LazyChoice, OpenChoice, common_options, config_options, data_dir_option, output_options,
                       runtime_options, store_option, transfer_options)
 from .config import FindConfig
 from .registries import arch_names, dataset_names
@@ -72,8 +72,10 @@ RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML fil
 
 
 @main.command()
-@click.argument("dataset", required=False, type=LazyChoice(dataset_names), metavar="[DATASET]")
+@click.argument("dataset", required=False, type=OpenChoice(dataset_names, "DATASET"))
 @click.argument("arch", required=False, type=LazyChoice(arch_names), metavar="[ARCH]")
+@click.option("--dataset", "dataset_opt", default=None, metavar="NAME",
+              help="the dataset, for a Hub id org/name (then ARCH may come first: `find --dataset org/name cnn`)")
 @click.option("--recipe", default=None, help=RECIPE_HELP)
 @click.option("--seeds", "n_seeds", type=int, default=None,
               help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
@@ -81,13 +83,21 @@ RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML fil
               help="with --seeds: run the searches in N worker processes, one thread each")
 @config_options
 @common_options
-def find(dataset, arch, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
+def find(dataset, arch, dataset_opt, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
     """Find lottery tickets: iterative or one-shot magnitude pruning on DATASET with ARCH.
 
-    DATASET is a registered dataset (imdb, yelp2, ...), ARCH a registered architecture (cnn, lstm, ...); by default
-    the recipe's, else imdb and cnn."""
+    DATASET is a registered dataset (imdb, yelp2, sst2, ag_news, ...), any folder NAME under --data-dir holding
+    NAME/{train,test}.{parquet,csv}, or a Hub id org/name; ARCH a registered architecture (cnn, lstm, ...); by
+    default the recipe's, else imdb and cnn."""
     from .find import find_ticket
     from .report.levels import level_warnings, levels_table
+
+    if dataset_opt is not None:
+        if arch is None and dataset is not None:  # `find --dataset org/name cnn`: the one positional is ARCH
+            dataset, arch = None, LazyChoice(arch_names).convert(dataset, None, click.get_current_context())
+        if dataset is not None and dataset != dataset_opt:
+            raise click.UsageError(f"two datasets given: {dataset!r} and --dataset {dataset_opt!r}; give one")
+        dataset = dataset_opt
 
     cfg = build_find_config(recipe, dataset, arch, flags)
     with SigintFlag() as stop:

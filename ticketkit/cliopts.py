@@ -40,6 +40,23 @@ class LazyChoice(click.Choice):
         return self._cache
 
 
+class OpenChoice(click.ParamType):
+    """Any name, with a registry's names offered for shell completion and in --help (a dataset may be a folder
+    under --data-dir or a Hub id, which no list of choices holds). The name is checked where it is used."""
+    name = "name"
+
+    def __init__(self, names, metavar: str | None = None):
+        self._names, self.metavar = names, metavar
+
+    def get_metavar(self, param, ctx=None):  # the registered names, then NAME for any other
+        return f"[{self.metavar or '|'.join([*self._names(), 'NAME'])}]"
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(n) for n in self._names() if n.startswith(incomplete)]
+
+
 class Checked(click.ParamType):
     """A string that a config check accepts (rewind's epoch:K and step:K cannot be a list of choices)."""
 
@@ -81,7 +98,10 @@ def _field_option(path, f: dataclasses.Field, tp):
     if m.get("negate"):
         kw["is_flag"] = True
     else:
-        if m.get("choices"):
+        if m.get("suggest"):
+            kw["type"] = OpenChoice(m["suggest"])
+            kw["help"] = f"{kw['help']} (NAME: a folder under --data-dir, or a Hub id org/name)"
+        elif m.get("choices"):
             kw["type"] = LazyChoice(m["choices"])
         elif m.get("check"):
             kw["type"] = Checked(m["check"], m.get("metavar", "VALUE"))

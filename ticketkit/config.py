@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from .datasets import check_name, parse_split_map
 from .errors import TicketkitError
 from .registries import arch_names, control_names, dataset_names, embed_init_names, method_names
 
@@ -28,7 +29,12 @@ def flag(help: str, name: str | None = None, **kw):
 
 @dataclass
 class DataHparams:
-    dataset: str = field(default="imdb", metadata=flag("registered dataset (imdb, yelp2)", cli=False))
+    dataset: str = field(default="imdb", metadata=flag("registered dataset, a folder under --data-dir, or a Hub id org/name", cli=False))
+    text_column: Optional[str] = field(default=None, metadata=flag("column holding the text (default: the dataset's own, else 'text')"))
+    label_column: Optional[str] = field(default=None, metadata=flag("column holding the label (default: the dataset's own, else 'label')"))
+    split: Optional[str] = field(default=None, metadata=flag("the splits used as train and test, e.g. train=train,test=validation", check=parse_split_map, metavar="train=S,test=S"))
+    revision: Optional[str] = field(default=None, metadata=flag("a Hub dataset's revision (default: the newest, recorded as data.revision)", name="data-revision"))
+    labels: list[str] = field(default_factory=list, metadata=flag("class i is labels[i] ([]: labels are 0..k-1); set from the data before a run is named", cli=False))
     max_train: Optional[int] = field(default=None, metadata=flag("subsample the training split to N reviews (stratified)"))
     max_test: Optional[int] = field(default=None, metadata=flag("subsample the test split to N reviews (stratified)"))
     val_fraction: float = field(default=0.1, metadata=flag("fraction of train held out for validation (stratified)"))
@@ -36,8 +42,7 @@ class DataHparams:
     max_len: int = field(default=512, metadata=flag("truncate reviews to this many tokens (512 keeps ~90 % of IMDB reviews whole)"))
 
     def validate(self) -> None:
-        from .data import DATASETS
-        _check(self.dataset in DATASETS, "data.dataset", f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        _check(check_name(self.dataset) is None, "data.dataset", str(check_name(self.dataset)))
         for k in ("max_train", "max_test"):
             v = getattr(self, k)
             _check(v is None or v >= 10, f"data.{k}", f"must be at least 10, got {v}")
@@ -55,6 +60,7 @@ class ModelHparams:
     hidden_size: int = field(default=128, metadata=flag("lstm: hidden units"))
     pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens", choices=("mean", "max")))
     dropout: float = field(default=0.5, metadata=flag("dropout before the output layer"))
+    num_classes: int = field(default=2, metadata=flag("output classes, set from the data's labels", cli=False))
     # Default by measurement (bench/RESULTS.md, section "embed-init"; CNN, IMDB 5k subsample, seed 0, 59 % a round):
     # dense validation accuracy xavier 85.6 %, uniform 84.8 %, normal 77.4 %; the random-prune control still learns
     # under xavier (test 83.3 % at 6.9 % and 81.4 % at 2.8 %, 4 % and 13 % dead filters, not collapsed).
@@ -68,6 +74,7 @@ class ModelHparams:
         _check(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         from .models import EMBED_INITS
         _check(self.embed_init in EMBED_INITS, "model.embed_init", f"must be one of {', '.join(EMBED_INITS)}, got {self.embed_init!r}")
+        _check(self.num_classes >= 2, "model.num_classes", f"must be at least 2, got {self.num_classes}")
         for k in ("embed_dim", "num_filters", "hidden_size"):
             _check(getattr(self, k) >= 1, f"model.{k}", f"must be positive, got {getattr(self, k)}")
         _check(len(self.filter_widths) > 0 and all(w >= 1 for w in self.filter_widths), "model.filter_widths",
@@ -178,7 +185,7 @@ class FindConfig:
         return config_hash(self.to_dict())
 
     def run_name(self) -> str:
-        return f"find-{self.data.dataset}-{self.model.arch}-{self.hash()}"
+        return f"find-{slug(self.data.dataset)}-{self.model.arch}-{self.hash()}"
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "FindConfig":
@@ -217,7 +224,7 @@ class TransferConfig:
     comma-separated, seeds is a count N (seeds 0..N-1), and `find` names the find setting a flag shares with
     `ticketkit find` (the recipe's source is found with it)."""
     target: str = field(default="yelp2", metadata=flag("target dataset; a recipe's target replaces this default", name="to",
-                                                                      choices=dataset_names))
+                                                                      suggest=dataset_names))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=flag(  # an int N means seeds 0..N-1
         "N independent replicates, seeds 0..N-1: seed s re-runs the source search, the fresh search and every control "
         "at seed s (init, split, data order, dropout)", cli_type=int))
@@ -255,10 +262,9 @@ class TransferConfig:
 
     def validate(self) -> "TransferConfig":
         from .controls import CONTROLS
-        from .data import DATASETS
         from .models import MODELS
 
-        _check(self.target in DATASETS, "transfer.target", f"unknown dataset {self.target!r}; choose one of {sorted(DATASETS)}")
+        _check(check_name(self.target) is None, "transfer.target", str(check_name(self.target)))
         _check(len(self.seeds) > 0, "transfer.seeds", "need at least one seed, e.g. --seeds 3")
         _check(all(isinstance(s, int) and s >= 0 for s in self.seeds), "transfer.seeds", f"must be non-negative integers, got {self.seeds}")
         _check(len(set(self.seeds)) == len(self.seeds), "transfer.seeds", f"repeats a seed: {self.seeds}")
@@ -291,7 +297,7 @@ class TransferConfig:
     def run_name(self, source) -> str:
         """`source`: a ticketkit.transfer Source (its identity hashes the source tickets' bytes)."""
         h = config_hash({"source": source.identity, "settings": self.hashed()})
-        return f"transfer-{source.dataset}-{self.target}-{source.arch}-{h}"
+        return f"transfer-{slug(source.dataset)}-{slug(self.target)}-{source.arch}-{h}"
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "transfer") -> "TransferConfig":
@@ -317,6 +323,10 @@ class TransferConfig:
             if k in recipe.get("data", {}) and k not in t:
                 t[k] = recipe["data"][k]
         return cls.from_dict(t).validate()
+
+
+def slug(dataset: str) -> str:  # a dataset name in a run's directory name: a Hub id's / becomes --
+    return dataset.replace("/", "--")
 
 
 def config_hash(d: dict) -> str:

@@ -1,7 +1,5 @@
-"""Datasets, the tokenizer, and encoded-data caching.
+"""Splits, the tokenizer, and encoded-data caching (where the text comes from: ticketkit.datasets).
 
-Datasets come from the Hub through `datasets` when online, or from a local directory laid out like
-`../shared/data` (`DIR/<name>/{train,test}.parquet`; CSV and the raw `aclImdb/` folder work too).
 The vocabulary is built with `tokenizers` from the source training split and travels with every ticket,
 because an embedding mask only means something under its own vocabulary.
 """
@@ -9,177 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .datasets import DATASETS, DatasetSpec, RawData, RawSplit, load_raw, register_dataset  # noqa: F401 - re-exported
 from .errors import TicketkitError, shorten
 from .fsio import tensors_digest, write_with
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
-HUB_RETRY_SECONDS = 60
-HUB_PROBE_SECONDS = 10  # one quick metadata request before `datasets`, whose retries take ~30 s to give up offline
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    hub_id: str
-    label_map: dict | None = None  # hub label -> 0 negative / 1 positive
-
-
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS[spec.name] = spec
-    return spec
-
-
-register_dataset(DatasetSpec("imdb", "stanfordnlp/imdb"))
-# fancyzhx/yelp_polarity already uses 0 = negative (1-2 stars), 1 = positive (4-5 stars).
-register_dataset(DatasetSpec("yelp2", "fancyzhx/yelp_polarity", {0: 0, 1: 1}))
-
-
-@dataclass
-class RawSplit:
-    texts: list[str]
-    labels: np.ndarray  # int64, values in {0, 1}
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for t in self.texts:
-            h.update(t.encode("utf-8"))
-            h.update(b"\x00")
-        h.update(self.labels.astype(np.int64).tobytes())
-        return h.hexdigest()[:16]
-
-    def subset(self, idx) -> "RawSplit":
-        return RawSplit([self.texts[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
-
-
-def _spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise TicketkitError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("TICKETKIT_CACHE", Path.home() / ".cache" / "ticketkit"))
-
-
-def _check_split(df, where: str) -> RawSplit:
-    cols = set(df.columns)
-    if not {"text", "label"} <= cols:
-        raise TicketkitError(f"{where}: expected columns 'text' and 'label', found {sorted(cols)}; rename them")
-    texts = df["text"]
-    if texts.isna().any() or not all(isinstance(t, str) for t in texts):
-        raise TicketkitError(f"{where}: column 'text' has missing or non-string values; fix or drop those rows")
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise TicketkitError(f"{where}: {len(empty)} empty text(s), first at row {empty[0]}; drop those rows")
-    try:
-        labels = df["label"].to_numpy()
-        bad = ~np.isin(labels, [0, 1])
-    except TypeError:
-        bad = np.ones(len(df), dtype=bool)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise TicketkitError(f"{where}: labels must be 0 or 1, found {df['label'].iloc[i]!r} at row {i}; map them to 0/1")
-    if len(df) == 0:
-        raise TicketkitError(f"{where}: the split is empty")
-    return RawSplit(list(texts), labels.astype(np.int64))
-
-
-def _read_local(name: str, root: Path, split: str) -> RawSplit:
-    import pandas as pd
-
-    base = root / name
-    for ext, reader in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
-        p = base / f"{split}.{ext}"
-        if p.exists():
-            try:
-                kw = {"encoding": "utf-8"} if ext == "csv" else {}
-                df = reader(p, **kw)
-            except UnicodeDecodeError:
-                raise TicketkitError(f"{p} is not UTF-8 text: re-save it as UTF-8") from None
-            except Exception as e:  # pyarrow / pandas parse errors
-                raise TicketkitError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-            return _check_split(df, str(p))
-    for raw in (base / "aclImdb", root / "aclImdb"):
-        if name == "imdb" and (raw / split).is_dir():
-            return _read_aclimdb(raw / split)
-    raise TicketkitError(
-        f"data dir {root} has no {split} split for {name}: expected {base}/{split}.parquet (or .csv, or aclImdb/{split}/)")
-
-
-def _read_aclimdb(d: Path) -> RawSplit:
-    texts, labels = [], []
-    for label, sub in ((0, "neg"), (1, "pos")):
-        for p in sorted((d / sub).glob("*.txt")):
-            try:
-                texts.append(p.read_text(encoding="utf-8"))
-            except UnicodeDecodeError:
-                raise TicketkitError(f"{p} is not UTF-8 text: re-save it as UTF-8") from None
-            labels.append(label)
-    if not texts:
-        raise TicketkitError(f"{d}: no reviews in neg/ or pos/")
-    return RawSplit(texts, np.asarray(labels, dtype=np.int64))
-
-
-def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
-    marker = _cache_root() / "hub-unreachable"
-    hint = (f"cannot load {spec.hub_id} from the Hugging Face Hub (offline?). "
-            f"Point ticketkit at local data: --data-dir DIR (or TICKETKIT_DATA_DIR) with DIR/{spec.name}/train.parquet and test.parquet")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise TicketkitError(hint)
-    if marker.exists() and time.time() - marker.stat().st_mtime < HUB_RETRY_SECONDS:
-        raise TicketkitError(hint + f" (the Hub failed under a minute ago; not retrying until {HUB_RETRY_SECONDS}s pass)")
-    try:
-        from huggingface_hub import HfApi
-        from huggingface_hub.errors import HTTPError as TransportError  # connect, DNS, timeout: no network
-
-        HfApi().dataset_info(spec.hub_id, timeout=HUB_PROBE_SECONDS)
-    except TransportError:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        raise TicketkitError(hint) from None
-    except Exception:  # noqa: BLE001 - an HTTP answer (rate limit, gated): the Hub is there, let `datasets` try
-        pass
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(spec.hub_id)
-    except Exception:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        raise TicketkitError(hint) from None
-    out = {}
-    for split in ("train", "test"):
-        df = ds[split].to_pandas()
-        if spec.label_map:
-            df["label"] = df["label"].map(spec.label_map)
-        out[split] = _check_split(df[["text", "label"]], f"{spec.hub_id}:{split}")
-    return out
-
-
-def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, RawSplit]:
-    """The official train and test splits of a registered dataset, as text and 0/1 labels."""
-    spec = _spec(name)
-    data_dir = data_dir or os.environ.get("TICKETKIT_DATA_DIR")
-    if data_dir:
-        root = Path(data_dir)
-        if not root.is_dir():
-            raise TicketkitError(f"data dir {root} does not exist: pass an existing directory to --data-dir")
-        return {s: _read_local(name, root, s) for s in ("train", "test")}
-    return _read_hub(spec)
 
 
 def _stratified_take(split: RawSplit, n: int | None, seed: int) -> RawSplit:
@@ -206,7 +45,11 @@ def make_splits(raw: dict[str, RawSplit], hp, seed: int) -> Splits:
     test = _stratified_take(raw["test"], hp.max_test, seed)
     if len(np.unique(train.labels)) < 2:
         raise TicketkitError("the training split has only one class: check the labels or raise --max-train")
-    tr, va = train_test_split(np.arange(len(train)), test_size=hp.val_fraction, stratify=train.labels, random_state=seed)
+    try:
+        tr, va = train_test_split(np.arange(len(train)), test_size=hp.val_fraction, stratify=train.labels, random_state=seed)
+    except ValueError as e:  # a class too small to stratify (one example), or a validation split smaller than the classes
+        raise TicketkitError(f"cannot hold out a stratified validation split: {str(e).splitlines()[0]}; "
+                             f"raise --max-train or --val-fraction, or drop the rarest classes") from None
     return Splits(train.subset(np.sort(tr)), train.subset(np.sort(va)), test)
 
 
@@ -359,9 +202,17 @@ def data_identity(info: dict) -> dict:
     return {k: v for k, v in info.items() if k == "dataset" or k.endswith(("_size", "_fingerprint"))}
 
 
+def with_classes(cfg, data_dir=None):
+    """A FindConfig with its classes set from the data (`data.labels`, `model.num_classes`), so that the run name
+    means the output layer's size and the label mapping: find names a run only after this."""
+    raw = load_raw(cfg.data, data_dir)
+    return replace(cfg, data=replace(cfg.data, labels=list(raw.labels)),
+                   model=replace(cfg.model, num_classes=raw.num_classes))
+
+
 def split_identity(data_hp, seed: int, data_dir=None) -> dict:
     """`data_identity` of the data `prepare_data` would see, without building a vocabulary or encoding."""
-    splits = make_splits(load_raw(data_hp.dataset, data_dir), data_hp, seed)
+    splits = make_splits(load_raw(data_hp, data_dir), data_hp, seed)
     return {"dataset": data_hp.dataset, **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
             **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
 
@@ -370,12 +221,18 @@ def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=No
     """Load, split, (build the vocabulary from train if none is given,) encode with an on-disk cache. find and
     transfer both prepare data here, so a transfer cell and the fresh search see the same reviews. `oov`: also
     measure the OOV rate of all three splits' text under the tokenizer (a transfer's target under the source's)."""
-    raw = load_raw(data_hp.dataset, data_dir)
+    raw = load_raw(data_hp, data_dir)
     splits = make_splits(raw, data_hp, seed)
     tok = tokenizer or build_tokenizer(splits.train.texts, data_hp.vocab_size, data_hp.max_len)
     enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
     info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
             **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
-            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")},
+            # what the classes mean (class i is named classes[i]; a prediction maps back with it), what a constant
+            # predictor scores on this test split (the report's chance line), and where the data came from
+            # (from the Hub: hub_id, revision = the commit read, splits = ours -> theirs)
+            "num_classes": raw.num_classes, "classes": list(raw.classes),
+            "chance_accuracy": float(np.bincount(splits.test.labels).max() / max(len(splits.test), 1)),
+            **getattr(raw, "source", {})}
     rate = oov_rate(tok, splits.train.texts + splits.val.texts + splits.test.texts) if oov else None
     return Prepared(enc["train"], enc["val"], enc["test"], tok, info, rate)

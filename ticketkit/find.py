@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from .version import __version__
-from .config import FindConfig, config_hash
+from .config import FindConfig, config_hash, slug
 from .controls import ControlInputs, apply_control, prune_generator, reinit_weights
-from .data import data_identity, load_tokenizer, prepare_data, split_identity, tokenizer_hash
+from .data import data_identity, load_tokenizer, prepare_data, split_identity, tokenizer_hash, with_classes
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
@@ -94,6 +94,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
     Its content hash goes into the run name and run.json.
     """
     cfg = (config or FindConfig()).validate()
+    cfg = with_classes(cfg, data_dir).validate()  # the output layer's size and label mapping come from the data
     store = Store(store) if not isinstance(store, Store) else store
     store.ensure()
     name = cfg.run_name()
@@ -101,7 +102,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
     if tokenizer_from is not None:
         tok_from = {"path": str(tokenizer_from),
                     "sha256": tokenizer_hash(load_tokenizer(tokenizer_from, cfg.data.max_len))}
-        name = f"find-{cfg.data.dataset}-{cfg.model.arch}-{config_hash({**cfg.to_dict(), 'tokenizer_sha256': tok_from['sha256']})}"
+        name = f"find-{slug(cfg.data.dataset)}-{cfg.model.arch}-{config_hash({**cfg.to_dict(), 'tokenizer_sha256': tok_from['sha256']})}"
     rd = store.run_dir(name)
     if _complete(rd):
         check_same_data(rd, split_identity(cfg.data, cfg.seed, data_dir), data_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def dataset_names() -> tuple[str, ...]:
-    from .data import DATASETS
+    from .datasets import DATASETS
     return tuple(sorted(DATASETS))
 
 

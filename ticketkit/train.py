@@ -206,11 +206,13 @@ def evaluate(model, data, batch_size: int, device, amp_dtype=None):
         for a in range(logits.shape[1]):  # double accumulation, as float() sums in Python would
             loss_sum[a] += F.cross_entropy(logits[:, a], labels, reduction="sum").double()
         preds[idx] = logits.argmax(2)
+        classes = logits.shape[2]
     if loss_sum is None:
         raise TicketkitError("cannot evaluate on an empty split")
     y, loss_sum, preds = feed.data.labels.numpy(), loss_sum.cpu(), preds.cpu().numpy()
     out = [{"loss": float(loss_sum[a]) / max(len(feed), 1), "accuracy": float(accuracy_score(y, preds[:, a])),
-            "macro_f1": float(f1_score(y, preds[:, a], average="macro")),
+            # macro over every class the output layer has, so a class never predicted counts as F1 0 (k classes)
+            "macro_f1": float(f1_score(y, preds[:, a], average="macro", labels=np.arange(classes), zero_division=0)),
             "majority_share": float(np.bincount(preds[:, a]).max()) / max(len(preds), 1)}
            for a in range(preds.shape[1])]
     return out if stacked else out[0]

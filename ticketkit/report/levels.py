@@ -25,7 +25,15 @@ def levels_table(info: dict, path) -> str:
             for r in info.get("levels", [])]
     head = ["level", "% remaining", "% all weights", "% emb", "% rest", "% out", "test acc", "macro-F1", "best ep",
             "epochs", "% dead", "flags", "seconds"]
-    return f"run {path}\n" + format_table(head, rows)
+    return f"run {path}{_classes(info.get('data') or {})}\n" + format_table(head, rows)
+
+
+def _classes(data: dict) -> str:
+    """' (4 classes: a, b, c, d; chance 25.00 %)': what test accuracy is measured against, for k classes."""
+    if not data.get("classes") or "chance_accuracy" not in data:
+        return ""
+    return (f" ({len(data['classes'])} classes: {', '.join(map(str, data['classes']))}; chance "
+            f"{data['chance_accuracy'] * 100:.2f} % = the most frequent test class)")
 
 
 def level_warnings(info: dict) -> list[str]:

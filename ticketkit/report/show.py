@@ -13,7 +13,7 @@ from ..errors import IntegrityError
 from ..hub import resolve_ref
 from ..store import Store
 from ..ticket import Ticket
-from .levels import level_warnings, levels_table
+from .levels import _classes, level_warnings, levels_table
 
 
 @dataclass
@@ -38,7 +38,8 @@ def show(ref: str, level: str | None = None, store=None) -> Shown:
     layers = "\n".join(f"  {n}: {d * 100:.3f}%" for n, d in c["density"]["layers"].items())
     text = (f"ticket {t.path}\nrun {c.get('run')}  level {c.get('level')}  arch {t.arch}  dataset {c['find']['data']['dataset']}\n"
             f"% weights remaining: {c['density']['prunable'] * 100:.3f} (prunable), {c['density']['all'] * 100:.3f} (all)\n"
-            f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}\n"
+            f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}"
+            f"{_classes(c.get('data') or {})}\n"
             f"per-layer % remaining:\n{layers}\n"
             f"diagnostics: {_diagnostics(c.get('summary', {}))}\nconfig {json.dumps(c['find'], sort_keys=True)}")
     flags = c.get("summary", {}).get("flags") or []

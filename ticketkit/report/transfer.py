@@ -210,7 +210,9 @@ def render_markdown(results: dict) -> str:
         f"{prune.get('scope', '?')} pruning, {prune.get('rate', '?')} a round, output layer at "
         f"{prune.get('output_rate', 1)} x the rate)",
         f"- Target: {results.get('target', '?')}, {data.get('train_size', '?')} train / {data.get('val_size', '?')} "
-        f"validation / {data.get('test_size', '?')} test reviews; tested at the best-validation state",
+        f"validation / {data.get('test_size', '?')} test reviews; tested at the best-validation state"
+        + (f"; {len(data['classes'])} classes ({', '.join(map(str, data['classes']))}), chance (the most frequent "
+           f"test class) {data['chance_accuracy'] * 100:.2f}%" if data.get("classes") and "chance_accuracy" in data else ""),
         "- Vocabulary: the source's; OOV rate of the target text under it: "
         + (f"**{results['oov_rate'] * 100:.2f}%** of word tokens" if results.get("oov_rate") is not None else "not measured"),
         f"- Seeds: {', '.join(map(str, seeds))}",
@@ -308,6 +310,9 @@ def plot_accuracy(results: dict, path) -> None:
         ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"dense ({m:.2f})")
         if s > 0:
             ax.axhspan(m - s, m + s, color="black", alpha=0.07)
+    chance = (results.get("data") or {}).get("chance_accuracy")
+    if chance is not None:  # what always answering the test split's most frequent class scores, for any k classes
+        ax.axhline(chance * 100, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance * 100:.2f})")
     ax.set_xscale("log")
     ax.invert_xaxis()  # sparser to the right, as in the lottery-ticket papers
     if xs_all:  # ticks at the measured densities, labelled in plain %

@@ -18,6 +18,7 @@ from ..find import Run, _sweep, _versions, same_data
 from ..fsio import read_json, write_json
 from ..log import log as _log
 from ..diagnostics import DIAGNOSTIC_KEYS
+from ..errors import TicketkitError
 from ..prune import densities
 from ..store import Store
 from ..ticket import Ticket
@@ -95,10 +96,12 @@ class _Transfer(Executors):
         return replace(f, data=self.target_data(), train=replace(cfg.train), prune=pr).validate()
 
     def target_data(self):
-        """The source's data settings on the target, with the transfer's subsample."""
+        """The source's data settings on the target, with the transfer's subsample. The source's classes
+        (data.labels) map the target's labels, so class i means the same on both; its Hub split and revision do not
+        carry over (the target's own are used)."""
         cfg = self.cfg
         return replace(self.src.find.data, dataset=cfg.target, max_train=cfg.max_train, max_test=cfg.max_test,
-                       val_fraction=cfg.val_fraction)
+                       val_fraction=cfg.val_fraction, split=None, revision=None)
 
     def cells(self, plan: list[dict]) -> list[_Cell]:
         arms = ["transferred", *self.cfg.controls]
@@ -133,6 +136,10 @@ class _Transfer(Executors):
         f = self.src.find
         tok = load_tokenizer(self.src.tokenizer_path, f.data.max_len)
         d = prepare_data(self.target_data(), f.seed, self.data_dir, self.store.cache, tok, oov=True)
+        if d.info["num_classes"] != f.model.num_classes:  # the ticket's output layer has one row per source class
+            raise TicketkitError(f"{self.cfg.target} has {d.info['num_classes']} classes ({', '.join(d.info['classes'])}), "
+                                 f"the {self.src.dataset} ticket {f.model.num_classes}: transfer to a dataset with the "
+                                 f"source's classes")
         self.data = {"train": d.train, "val": d.val, "test": d.test}
         return {"oov_rate": d.oov_rate, "oov_over": "the target's train, validation and test splits as used",
                 "data": {**d.info, "split_seed": f.seed}}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from ..config import TransferConfig, config_hash
+from ..config import TransferConfig, config_hash, slug
 from ..find import _versions
 from ..fsio import read_json, write_json
 from ..log import log
@@ -56,7 +56,7 @@ def group_name(cfg: TransferConfig, src: Source) -> str:
     find = src.find.to_dict()
     find.pop("seed")
     h = config_hash({"replicates_of": find, "settings": cfg.hashed()})
-    return f"transfer-{src.dataset}-{cfg.target}-{src.arch}-{h}"
+    return f"transfer-{slug(src.dataset)}-{slug(cfg.target)}-{src.arch}-{h}"
 
 
 def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=None, progress=True, command=None,
