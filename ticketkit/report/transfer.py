@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from ..controls import CONTROLS
+from ..overlap import overlap_markdown
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
@@ -241,6 +242,7 @@ def render_markdown(results: dict) -> str:
                           [[f"{c['level']:g}", c["vs"], c["seeds"], c["excluded"], f"{c['mean_diff']:+.2f}", _ci(c),
                             ", ".join(f"{d:+.2f}" for d in c["diffs"])] for c in comps]),
                 "", "## What the intervals support", "", *[f"- {f}" for f in findings(results)]]
+    out += overlap_markdown(results.get("overlap") or [])
     bad = flagged_rows(results)
     out += ["", "## Flagged cells (not evidence)", ""]
     if bad:
