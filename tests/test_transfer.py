@@ -225,6 +225,29 @@ def test_interrupted_transfer_resumes_without_redoing_cells(reference, source_st
     assert not list((run.path / "checkpoints").glob("*.safetensors"))
 
 
+def test_mask_overlap_of_transferred_and_fresh_tickets_per_level_and_layer(reference, source_store):
+    """results.json holds, per requested level, the Jaccard of the transferred (source) and fresh masks per layer,
+    recomputed here from the two tickets, and the report shows it against chance."""
+    from ticketkit.overlap import chance_jaccard
+
+    store, rd, _ = reference
+    res = read_json(rd / "results.json")
+    src, fresh = level_dirs(next(source_store.glob("find-imdb-*"))), level_dirs(store / res["fresh"]["run"])
+    recs = {float(r["level"]): r for r in res["overlap"]}
+    assert set(recs) == {100.0, 64.0}
+    for level, r in recs.items():
+        a, b = Ticket.load(src[r["source_level"]]).masks, Ticket.load(fresh[r["fresh_level"]]).masks
+        assert set(r["layers"]) == set(a)
+        for n, x in r["layers"].items():
+            inter, ka, kb = int((a[n] & b[n]).sum()), int(a[n].sum()), int(b[n].sum())
+            assert (x["intersection"], x["kept_a"], x["kept_b"]) == (inter, ka, kb)
+            assert x["jaccard"] == inter / (ka + kb - inter) and x["chance"] == chance_jaccard(ka, kb, a[n].numel())
+    assert recs[100.0]["all"]["jaccard"] == 1.0  # dense: both masks keep everything
+    assert 0 < recs[64.0]["all"]["jaccard"] < 1
+    md = (rd / "report.md").read_text()
+    assert "## Mask overlap: transferred vs fresh ticket" in md and "E|A∩B| = k_A k_B / n" in md
+
+
 def test_report_rebuilds_every_file_from_results_json(reference, tmp_path):
     _, rd, _ = reference
     copy = tmp_path / rd.name

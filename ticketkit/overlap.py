@@ -110,7 +110,7 @@ def overlap_markdown(records: list[dict]) -> list[str]:
            "| % requested | seed | layer | % kept A | % kept B | Jaccard | chance | x chance |",
            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        for name, x in [("all prunable", r["all"]), *r["layers"].items()]:
+        for name, x in [("all prunable", r["all"]), *sorted(r["layers"].items())]:  # results.json sorts keys
             ratio = f"{x['jaccard'] / x['chance']:.2f}" if x["chance"] else "n/a"
             out.append(f"| {float(r['level']):g} | {r['seed']} | {name} | {x['kept_a'] / x['n'] * 100:.3g} | "
                        f"{x['kept_b'] / x['n'] * 100:.3g} | {x['jaccard']:.4f} | {x['chance']:.4f} | {ratio} |")
