@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -158,7 +159,9 @@ def sparse_size(state: dict) -> dict:
         numel += t.numel()
         nnz += int(torch.count_nonzero(t))
         m = t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(1, -1)
-        c = m.to_sparse_csr()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": only its byte counts are used here
+            warnings.simplefilter("ignore", UserWarning)
+            c = m.to_sparse_csr()
         csr += sum(x.numel() * x.element_size() for x in (c.crow_indices(), c.col_indices(), c.values()))
         o = t.to_sparse().coalesce()
         coo += sum(x.numel() * x.element_size() for x in (o.indices(), o.values()))
