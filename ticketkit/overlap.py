@@ -115,3 +115,11 @@ def overlap_markdown(records: list[dict]) -> list[str]:
             out.append(f"| {float(r['level']):g} | {r['seed']} | {name} | {x['kept_a'] / x['n'] * 100:.3g} | "
                        f"{x['kept_b'] / x['n'] * 100:.3g} | {x['jaccard']:.4f} | {x['chance']:.4f} | {ratio} |")
     return out
+
+
+def overlap_summary(records: list[dict]) -> list[str]:
+    """The terminal summary's lines: pooled Jaccard vs chance per level and seed."""
+    rows = sorted(records, key=lambda r: (-float(r["level"]), r["seed"]))
+    return [f"mask overlap, transferred vs fresh ({len(rows)} level(s)): " + "; ".join(
+        f"{float(r['level']):g} % seed {r['seed']}: Jaccard {r['all']['jaccard']:.3f} (chance {r['all']['chance']:.3f})"
+        for r in rows)] if rows else []

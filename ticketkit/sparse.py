@@ -60,6 +60,15 @@ def trained_problems(trained: dict, spec: dict, mask: dict) -> list[str]:
     return out
 
 
+def ticket_trained_problems(ticket) -> list[str]:
+    """A ticket's trained.safetensors problems (none when it keeps none), an unreadable file among them."""
+    try:
+        trained = ticket.trained
+    except TicketkitError as e:
+        return [str(e)]
+    return [] if trained is None else trained_problems(trained, ticket.config["params"], ticket.mask)
+
+
 def label_names(config: dict, num_classes: int) -> list[str]:
     """Class index -> printed name: a label mapping recorded in config.json (a list of names, or name -> index),
     wherever the data settings put it; else the index itself ("0", "1", ...)."""

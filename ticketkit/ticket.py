@@ -237,8 +237,8 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         for n in self.mask:
             if n not in self.prunable and not bool(self.mask[n].all()):
                 out.append(f"mask.{n} prunes a parameter that is not prunable")
-        from .sparse import trained_problems
-        out += trained_problems(self.trained, spec, self.mask) if self.trained is not None else []
+        from .sparse import ticket_trained_problems
+        out += ticket_trained_problems(self)
         if self.tokenizer is None:
             out.append("tokenizer.json is missing: the embedding mask is meaningless without it")
         elif self.tokenizer.get_vocab_size() != self.config.get("vocab_size"):

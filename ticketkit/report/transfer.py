@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..controls import CONTROLS
-from ..overlap import overlap_markdown
+from ..overlap import overlap_markdown, overlap_summary
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
@@ -186,6 +186,7 @@ def summary_table(results: dict) -> str:
         lines.append(f"transferred minus control, paired by seed (points, 95% t-interval for n >= {MIN_N}):")
         lines.append(format_table(["% requested", "vs", "seeds", "mean diff", "95% CI"],
                                   [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c)] for c in comps]))
+    lines += overlap_summary(results.get("overlap") or [])
     return "\n".join(lines)
 
 
