@@ -61,9 +61,12 @@ def trained_problems(trained: dict, spec: dict, mask: dict) -> list[str]:
 
 
 def ticket_trained_problems(ticket) -> list[str]:
-    """A ticket's trained.safetensors problems (none when it keeps none), an unreadable file among them."""
+    """A ticket's trained.safetensors problems (none when it keeps none), an unreadable file among them. Read
+    without keeping it on the ticket: a verified load should not hold a second copy of the weights in memory."""
     try:
-        trained = ticket.trained
+        trained = ticket._trained
+        if trained is None and ticket.path is not None and (ticket.path / TRAINED_FILE).is_file():
+            trained = read_trained(ticket.path / TRAINED_FILE)
     except TicketkitError as e:
         return [str(e)]
     return [] if trained is None else trained_problems(trained, ticket.config["params"], ticket.mask)
