@@ -94,3 +94,21 @@ def test_overlap_cli_of_a_run_with_itself_and_across_levels(run):
     kb = sum(int(m.sum()) for m in b.masks.values())
     assert p["all"]["intersection"] == kb and p["all"]["kept_a"] == sum(int(m.sum()) for m in a.masks.values())
     assert p["all"]["jaccard"] > p["all"]["chance"]
+
+
+def test_a_ticket_without_trained_weights_is_one_clear_line(run, tmp_path):
+    """A ticket found before trained.safetensors was kept (or stripped of it): predict/export say so, exit 3."""
+    import shutil
+
+    from ticketkit.ticket import write_manifest
+
+    r, _ = run
+    d = tmp_path / "old"
+    shutil.copytree(r.ticket_paths()[-1], d)
+    (d / "trained.safetensors").unlink()
+    write_manifest(d)
+    assert Ticket.load(d).trained is None
+    for args in (("predict", d, "good"), ("export", d, "--trained", tmp_path / "out")):
+        p = run_cli(*args, check=False)
+        assert p.returncode == 3 and "has no trained.safetensors" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -414,8 +414,10 @@ def test_seeds_are_independent_replicates_end_to_end(source_store, tiny_data, tm
     assert all(r["fresh"]["same_init"] for r in reps)  # each fresh search starts from its own source's init
     for r in res["rows"]:  # per-layer densities and diagnostics on every row
         assert {"density_embedding", "density_non_embedding", "density_output", "layers", "flags"} <= set(r)
+    # each seed's transferred-vs-fresh mask overlap, from its own source and fresh search
+    assert {(float(o["level"]), o["seed"]) for o in res["overlap"]} == {(lv, s) for lv in (100.0, 64.0) for s in (0, 1, 2)}
     md = (Path(out["run"]) / "report.md").read_text()
-    assert "independent" in md and "95%" in md
+    assert "independent" in md and "95%" in md and "Mask overlap" in md
     # the same command again reuses everything
     again = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
                     "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")
