@@ -105,7 +105,8 @@ def pushed(run_dir, hub, tmp_path_factory):
 def test_push_then_pull_is_bit_identical(run_dir, hub, pushed):
     path = pushed["path"]
     assert path == pushed["store"] / "hub" / "alice" / "imdb-run" / pushed["push"]["commit"]
-    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 5
+    # 2 levels x (ticket.safetensors, config, tokenizer, card, trained.safetensors, manifest)
+    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 6
     for f in ("run.json", "levels.csv", "tokenizer.json"):
         assert (path / f).read_bytes() == (run_dir / f).read_bytes()
     # What is on the server is exactly that, in one commit that names the run and its levels

@@ -548,7 +548,8 @@ def fuzz_ticket(tiny_data, tmp_path_factory):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(name=st.sampled_from(["ticket.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json"]),
+@given(name=st.sampled_from(["ticket.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json",
+                             "trained.safetensors"]),
        ops=OPS, reseal=st.booleans())
 def test_fuzz_ticket_loader(name, ops, reseal, fuzz_ticket, tmp_path_factory):
     """Corrupted bytes in any ticket file: Ticket.load gives a Ticket or a TicketkitError, never another exception.

@@ -225,6 +225,29 @@ def test_interrupted_transfer_resumes_without_redoing_cells(reference, source_st
     assert not list((run.path / "checkpoints").glob("*.safetensors"))
 
 
+def test_mask_overlap_of_transferred_and_fresh_tickets_per_level_and_layer(reference, source_store):
+    """results.json holds, per requested level, the Jaccard of the transferred (source) and fresh masks per layer,
+    recomputed here from the two tickets, and the report shows it against chance."""
+    from ticketkit.overlap import chance_jaccard
+
+    store, rd, _ = reference
+    res = read_json(rd / "results.json")
+    src, fresh = level_dirs(next(source_store.glob("find-imdb-*"))), level_dirs(store / res["fresh"]["run"])
+    recs = {float(r["level"]): r for r in res["overlap"]}
+    assert set(recs) == {100.0, 64.0}
+    for level, r in recs.items():
+        a, b = Ticket.load(src[r["source_level"]]).masks, Ticket.load(fresh[r["fresh_level"]]).masks
+        assert set(r["layers"]) == set(a)
+        for n, x in r["layers"].items():
+            inter, ka, kb = int((a[n] & b[n]).sum()), int(a[n].sum()), int(b[n].sum())
+            assert (x["intersection"], x["kept_a"], x["kept_b"]) == (inter, ka, kb)
+            assert x["jaccard"] == inter / (ka + kb - inter) and x["chance"] == chance_jaccard(ka, kb, a[n].numel())
+    assert recs[100.0]["all"]["jaccard"] == 1.0  # dense: both masks keep everything
+    assert 0 < recs[64.0]["all"]["jaccard"] < 1
+    md = (rd / "report.md").read_text()
+    assert "## Mask overlap: transferred vs fresh ticket" in md and "E|A∩B| = k_A k_B / n" in md
+
+
 def test_report_rebuilds_every_file_from_results_json(reference, tmp_path):
     _, rd, _ = reference
     copy = tmp_path / rd.name
@@ -391,8 +414,10 @@ def test_seeds_are_independent_replicates_end_to_end(source_store, tiny_data, tm
     assert all(r["fresh"]["same_init"] for r in reps)  # each fresh search starts from its own source's init
     for r in res["rows"]:  # per-layer densities and diagnostics on every row
         assert {"density_embedding", "density_non_embedding", "density_output", "layers", "flags"} <= set(r)
+    # each seed's transferred-vs-fresh mask overlap, from its own source and fresh search
+    assert {(float(o["level"]), o["seed"]) for o in res["overlap"]} == {(lv, s) for lv in (100.0, 64.0) for s in (0, 1, 2)}
     md = (Path(out["run"]) / "report.md").read_text()
-    assert "independent" in md and "95%" in md
+    assert "independent" in md and "95%" in md and "Mask overlap" in md
     # the same command again reuses everything
     again = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
                     "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")

@@ -363,6 +363,11 @@ def recipes_cmd(quiet, as_json):
     _emit(rows, as_json, "\n".join(f"{r['name']:<{width}}  {r['purpose']}" for r in rows))
 
 
+from .clisparse import register as _register_sparse  # noqa: E402  overlap, export --trained, predict
+
+_register_sparse(main)
+
+
 def run_cli(argv=None) -> int:
     """Entry point. Every failure is one line on stderr, `error: ...`, and an exit code of its kind (EXIT_CODES);
     --debug (or TICKETKIT_DEBUG=1) shows tracebacks."""

@@ -290,7 +290,7 @@ class _Search:
                     rewind_state = res.snapshots[late]
                 ticket_rewind = rewind_state if (point is not None or level == 0) else start
                 _save_state(tp, trained)
-                self.save_ticket(ld, level, self.init, masks, ticket_rewind, row)
+                self.save_ticket(ld, level, self.init, masks, ticket_rewind, row, trained)
             rows.append(row)
             if level == 0:
                 dense = trained
@@ -350,7 +350,7 @@ class _Search:
                 rows.append(Ticket.load(ld).config["summary"])
                 continue
             res, row = self.train_level(i, masks, start)
-            self.save_ticket(ld, i, init, masks, start, row)
+            self.save_ticket(ld, i, init, masks, start, row, res.best_state)
             rows.append(row)
         return rows
 
@@ -376,7 +376,7 @@ class _Search:
                             f"(best epoch {res.best_epoch}/{res.epochs}, {res.seconds:.0f}s)")
         return res, row
 
-    def save_ticket(self, ld: Path, level: int, init: dict, masks, rewind: dict, row: dict) -> None:
+    def save_ticket(self, ld: Path, level: int, init: dict, masks, rewind: dict, row: dict, trained=None) -> None:
         cfg = self.cfg
         full_mask = {n: masks[n] if n in masks else torch.ones_like(t, dtype=torch.bool) for n, t in init.items()}
         config = {
@@ -386,7 +386,8 @@ class _Search:
             "metrics": {k: row[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_macro_f1", "best_epoch", "epochs")},
             "summary": row, "data": self.data.info, "command": self.info.get("command"), "versions": _versions(),
         }
-        ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer)
+        # trained: the best-validation weights x mask, kept in the level (trained.safetensors) for a usable classifier
+        ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer, trained=trained)
         ticket.save(ld, overwrite=True)
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
         ck.unlink(missing_ok=True)  # the ticket supersedes the in-level checkpoint

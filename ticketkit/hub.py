@@ -45,7 +45,8 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     if not whole_run:
         t = Ticket.load(ticket_dir, verify=True)
         for f in TICKET_DIR_FILES:
-            files[f] = ticket_dir / f
+            if (ticket_dir / f).exists():  # trained.safetensors is optional
+                files[f] = ticket_dir / f
         c = t.config
         what = f"run {c.get('run')} level {c.get('level')} ({c['density']['prunable'] * 100:.2f}% weights remaining)"
         return files, f"ticketkit: {what}", what
@@ -58,7 +59,8 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
         t = Ticket.load(d, verify=True)
         cfgs.append(t.config)
         for f in TICKET_DIR_FILES:
-            files[f"{d.name}/{f}"] = d / f
+            if (d / f).exists():  # trained.safetensors is optional
+                files[f"{d.name}/{f}"] = d / f
     for f in ("run.json", "levels.csv", "tokenizer.json"):
         if (run_dir / f).exists():
             files[f] = run_dir / f

@@ -7,6 +7,7 @@
       config.json          settings, measured densities, accuracies, shapes, versions
       tokenizer.json       the vocabulary the embedding (and its mask) is indexed by
       README.md            model card (YAML metadata the Hub renders)
+      trained.safetensors  the level's trained weights (best-validation state) x mask: a usable classifier (sparse.py)
       manifest.json        sha256 of every file above; written last, so its presence means "complete"
 
 It feels like a `huggingface_hub` model: `save_pretrained`, `from_pretrained`, `push_to_hub` come from
@@ -31,7 +32,7 @@ from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
 from .version import __version__
 
-TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md")
+TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md", "trained.safetensors")  # the last: optional
 TICKET_DIR_FILES = (*TICKET_FILES, "manifest.json")  # what a ticket directory holds once complete
 FORMAT_VERSION = 1
 KINDS = ("init", "mask", "rewind")
@@ -39,8 +40,9 @@ KINDS = ("init", "mask", "rewind")
 
 class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
              repo_url="https://github.com/ticketkit/ticketkit"):
-    def __init__(self, config: dict, init: dict, mask: dict, rewind: dict, tokenizer=None, path: Path | None = None):
-        self.config = config
+    def __init__(self, config: dict, init: dict, mask: dict, rewind: dict, tokenizer=None, path: Path | None = None,
+                 trained: dict | None = None):
+        self.config, self._trained = config, trained
         self.init, self.mask, self.rewind = init, mask, rewind
         self.tokenizer = tokenizer
         self.path = Path(path) if path else None
@@ -62,6 +64,20 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     @property
     def density(self) -> float:
         return self.config["density"]["prunable"]
+
+    @property
+    def trained(self) -> dict | None:
+        """The level's trained weights x mask (trained.safetensors), read on first use; None when not kept."""
+        from .sparse import read_trained
+
+        if self._trained is None and self.path is not None and (self.path / "trained.safetensors").is_file():
+            self._trained = read_trained(self.path / "trained.safetensors")
+        return self._trained
+
+    def classifier(self, device=None):
+        """A ready model (eval mode, trained masked weights) with its tokenizer: `.predict(["text", ...])`."""
+        from .sparse import SparseClassifier
+        return SparseClassifier.from_ticket(self, device)
 
     def build_model(self, weights: str = "rewind", device=None) -> torch.nn.Module:
         """The exact model, holding `weights` (rewind | init) times the mask. Training it under
@@ -90,6 +106,9 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         meta = {"ticketkit": json.dumps({"format": FORMAT_VERSION, "version": __version__,
                                          "density": self.config["density"]["prunable"]})}
         write_with(d / "ticket.safetensors", lambda p: save_file(tensors, str(p), metadata=meta))
+        if self.trained is not None:
+            from .sparse import masked_trained
+            write_with(d / "trained.safetensors", lambda p: save_file(masked_trained(self.trained, self.mask), str(p)))
         write_json(d / "config.json", self.config)
         if self.tokenizer is None:
             raise TicketkitError("a ticket needs its tokenizer: the embedding mask only means something under it")
@@ -218,6 +237,8 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         for n in self.mask:
             if n not in self.prunable and not bool(self.mask[n].all()):
                 out.append(f"mask.{n} prunes a parameter that is not prunable")
+        from .sparse import ticket_trained_problems
+        out += ticket_trained_problems(self)
         if self.tokenizer is None:
             out.append("tokenizer.json is missing: the embedding mask is meaningless without it")
         elif self.tokenizer.get_vocab_size() != self.config.get("vocab_size"):

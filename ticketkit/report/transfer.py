@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from ..controls import CONTROLS
+from ..overlap import overlap_markdown, overlap_summary
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
@@ -185,6 +186,7 @@ def summary_table(results: dict) -> str:
         lines.append(f"transferred minus control, paired by seed (points, 95% t-interval for n >= {MIN_N}):")
         lines.append(format_table(["% requested", "vs", "seeds", "mean diff", "95% CI"],
                                   [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c)] for c in comps]))
+    lines += overlap_summary(results.get("overlap") or [])
     return "\n".join(lines)
 
 
@@ -243,6 +245,7 @@ def render_markdown(results: dict) -> str:
                           [[f"{c['level']:g}", c["vs"], c["seeds"], c["excluded"], f"{c['mean_diff']:+.2f}", _ci(c),
                             ", ".join(f"{d:+.2f}" for d in c["diffs"])] for c in comps]),
                 "", "## What the intervals support", "", *[f"- {f}" for f in findings(results)]]
+    out += overlap_markdown(results.get("overlap") or [])
     bad = flagged_rows(results)
     out += ["", "## Flagged cells (not evidence)", ""]
     if bad:

@@ -309,6 +309,9 @@ class _Transfer(Executors):
         self.res["fresh"] = {"run": fresh.path.name, "path": str(fresh.path), "same_init": same,
                              "config": fresh.info.get("config")}
         self._register_search(fresh, t0, used)
+        from ..overlap import transfer_overlap  # transferred vs fresh mask, per level and layer (issue 18)
+
+        self.res["overlap"] = transfer_overlap(self.src, plan, fresh.ticket_paths(), int(fresh.info["config"]["seed"]))
         return [c for c in cells if c.key not in done]
 
     def _fresh_ticket(self, d: Path, used: set) -> Ticket:

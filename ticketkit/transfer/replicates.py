@@ -110,6 +110,7 @@ def _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag
                                         "oov_rate": r.get("oov_rate"), "data": r.get("data"),
                                         "fresh": r.get("fresh"), "timing": r.get("timing")}
         res["rows"] = [x for x in res["rows"] if int(x["seed"]) != seed] + r["rows"]
+        res["overlap"] = [x for x in res.get("overlap", []) if int(x["seed"]) != seed] + r.get("overlap", [])
         if seed == cfg.seeds[0]:  # the first replicate describes the design (plan, source settings)
             res.update(source=r["source"], plan=r["plan"], data=r.get("data"), oov_rate=r.get("oov_rate"),
                        fresh=r.get("fresh"))
