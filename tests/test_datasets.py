@@ -91,6 +91,10 @@ def test_string_labels_are_mapped_in_sorted_order_and_recorded(tmp_path, tiny_co
     assert run.config.data.labels == sorted(TOPICS)  # the run name hashes them: the name means the output layer
     from ticketkit.report.show import show
     assert f"4 classes: {', '.join(sorted(TOPICS))}" in show(str(run.path / "level-00"), None, tmp_path / "store").text
+    # predict names each class by its string label (class i is classes[i])
+    clf = t.classifier()
+    assert clf.labels == sorted(TOPICS)
+    assert {p["label"] for p in clf.predict(["a text", "another one"])} <= set(TOPICS)
     # a test label the training split never had: one line naming it
     df = pd.read_parquet(root / "topics" / "test.parquet")
     df.loc[3, "label"] = "Weather"

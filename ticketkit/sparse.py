@@ -73,16 +73,11 @@ def ticket_trained_problems(ticket) -> list[str]:
 
 
 def label_names(config: dict, num_classes: int) -> list[str]:
-    """Class index -> printed name: a label mapping recorded in config.json (a list of names, or name -> index),
-    wherever the data settings put it; else the index itself ("0", "1", ...)."""
-    for where in (config, config.get("data") or {}, (config.get("find") or {}).get("data") or {}):
-        for key in ("label_names", "labels", "label_map", "label_mapping"):
-            m = where.get(key) if isinstance(where, dict) else None
-            if isinstance(m, list) and len(m) == num_classes:
-                return [str(x) for x in m]
-            if isinstance(m, dict) and all(isinstance(v, int) for v in m.values()) \
-                    and sorted(m.values()) == list(range(num_classes)):  # name -> index
-                return [str(k) for k, _ in sorted(m.items(), key=lambda kv: kv[1])]
+    """Class index -> printed name: the run's measured `data.classes` (class i is named classes[i]; data.py records
+    it for every run), else the index itself ("0", "1", ...) for runs written before classes were recorded."""
+    names = (config.get("data") or {}).get("classes")
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(x) for x in names]
     return [str(i) for i in range(num_classes)]
 
 
