@@ -209,6 +209,39 @@ print("api ok")
     assert "ticket.safetensors" in hub.head_files("alice/api-ticket")
 
 
+RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md"}
+TICKET_LAYOUT = {"ticket.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json"}
+
+
+def _layout(files) -> set[str]:
+    return {f for f in files if f != ".gitattributes"}
+
+
+def test_cli_and_python_pushes_replace_each_other(run_dir, hub, tmp_path):
+    """Issue 20, defect 2: a CLI push of a run, then a Python push of one ticket to the same repo (and the reverse),
+    leaves only the latest layout, and a later pull returns what was pushed last."""
+    env = hub_env(hub.url, tmp_path / "home", TOKEN)
+    py_push = f"""
+from ticketkit import Ticket
+info = Ticket.load({str(run_dir / 'level-01')!r}).push_to_hub("alice/mixed-{{n}}")
+print(info.oid)
+"""
+    # CLI run, then Python ticket
+    cli("push", run_dir, "alice/mixed-1", "--quiet", env=env)
+    assert any(f.startswith("level-01/") for f in hub.head_files("alice/mixed-1"))
+    run_py(py_push.replace("{n}", "1"), env)
+    assert _layout(hub.head_files("alice/mixed-1")) == TICKET_LAYOUT
+    got = json.loads(cli("pull", "alice/mixed-1", "--store", tmp_path / "s1", "--json", env=env).stdout)
+    assert file_digests(Path(got["path"])) == file_digests(run_dir / "level-01")
+    # Python ticket, then CLI run
+    run_py(py_push.replace("{n}", "2"), env)
+    cli("push", run_dir, "alice/mixed-2", "--quiet", env=env)
+    files = _layout(hub.head_files("alice/mixed-2"))
+    assert files == RUN_LAYOUT | {f"{d.name}/{f}" for d in run_dir.glob("level-*") for f in TICKET_LAYOUT}
+    got = json.loads(cli("pull", "alice/mixed-2", "--store", tmp_path / "s2", "--json", env=env).stdout)
+    assert level_files(Path(got["path"])) == level_files(run_dir) and not (Path(got["path"]) / "ticket.safetensors").exists()
+
+
 # ------------------------------------------------------------------------------------------------ tokens
 def test_push_without_token_fails_before_any_request(run_dir, hub, tmp_path):
     before = hub.requests()

@@ -19,14 +19,12 @@ from pathlib import Path
 from .errors import IntegrityError, TicketkitError
 from .fsio import fsync_dir, public_mode, read_json, write_with
 # hub_errors, parse_spec, require_token live in the leaf hubspec (ticket.py needs them too); importable from here
-from .hubspec import SHA_RE, hub_errors, offline, parse_spec, require_token  # noqa: F401
+from .hubspec import check_no_token as _check_no_token  # noqa: F401  (the last guard, in the one push)
+from .hubspec import RUN_FILES, SHA_RE, commit_files, hub_errors, offline, owned, parse_spec, require_token  # noqa: F401
 from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs
 from .ticket import TICKET_DIR_FILES, Ticket, load_from_hub  # noqa: F401  (load_from_hub: importable from here)
 
-RUN_FILES = ("README.md", "run.json", "levels.csv", "tokenizer.json")
-# Files a push owns: on a later push to the same repo, stale ones are deleted in the same commit, so a repo never
-# mixes an old single ticket with a new run's levels. Anything else a user added to the repo is left alone.
-OWNED = ("level-*", *TICKET_DIR_FILES, *RUN_FILES)
+OWNED = owned(TICKET_DIR_FILES)  # what a push deletes when it no longer writes it (hubspec.owned says why)
 ALLOW = [*TICKET_DIR_FILES, *RUN_FILES, *(f"level-*/{f}" for f in TICKET_DIR_FILES)]  # what a pull downloads
 
 
@@ -70,41 +68,17 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     return files, f"ticketkit: {what}", what
 
 
-def _check_no_token(files: dict[str, Path | bytes], token: str) -> None:
-    """A last guard: refuse to publish a file that contains the token (e.g. pasted into a command line)."""
-    needle = token.encode()
-    for path, src in files.items():
-        if path.endswith(".safetensors"):
-            continue  # binary tensors; their JSON header holds only the format and density
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        if needle in data:
-            raise TicketkitError(f"{path} contains your Hugging Face token: remove it from the ticket before pushing")
-
-
 def push(ref: str, repo_id: str, private: bool = False, level: str | None = None, store=None,
          token: str | None = None):
-    """Publish a ticket, one level of a run, or a whole run in ONE commit. Returns huggingface_hub's CommitInfo
-    (a str: the commit url; `.oid` is the commit)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.utils import filter_repo_objects
-
+    """Publish a ticket, one level of a run, or a whole run in ONE commit, deleting what an earlier push to the
+    repo left that this one does not write. Returns huggingface_hub's CommitInfo (a str: the commit url; `.oid`)."""
     repo_id, rev = parse_spec(repo_id)
     if rev:
         raise TicketkitError(f"push goes to the main branch: drop @{rev} from the repo id")
     token = require_token(token)  # before anything is read or sent
     files, message, what = plan(ref, level, store, repo_id)
-    _check_no_token(files, token)
-    api = HfApi(token=token)
-    with hub_errors(repo_id):
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        existing = api.list_repo_files(repo_id)
-        stale = [p for p in filter_repo_objects(existing, allow_patterns=list(OWNED))
-                 if p not in files and p != ".gitattributes"]
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
-               for p, src in sorted(files.items())]
-        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-        return api.create_commit(repo_id, ops, commit_message=message,
-                                 commit_description=f"Pushed with ticketkit: {what}.")
+    return commit_files(repo_id, files, message, f"Pushed with ticketkit: {what}.", OWNED, private=private,
+                        token=token)
 
 
 # ---------------------------------------------------------------------------------------------------- pull

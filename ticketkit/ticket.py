@@ -252,14 +252,25 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision, cache_dir=cache_dir,
                                     force_download=force_download, local_files_only=local_files_only, token=token, **kw)
 
-    def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, **kw):
-        """The mixin's push (save_pretrained into a temp dir, one upload_folder commit), after a token check, with
-        a commit message that names the ticket and one-line errors."""
+    def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, private: bool = False,
+                    **kw):
+        """The same push as `ticketkit push` (hubspec.commit_files): this ticket at the repo root in one commit,
+        which also deletes what an earlier push left there (a run's level-NN/, run.json) so no stale layout stays."""
+        from .hubspec import commit_files, owned, parse_spec
+
+        if kw:
+            raise TicketkitError(f"Ticket.push_to_hub does not take {', '.join(sorted(kw))}: it pushes to main")
+        repo_id, rev = parse_spec(repo_id)
+        if rev:
+            raise TicketkitError(f"push goes to the main branch: drop @{rev} from the repo id")
         token = require_token(token)
-        msg = commit_message or (f"ticketkit: run {self.config.get('run')} level {self.config.get('level')} "
-                                 f"({self.density * 100:.2f}% weights remaining)")
-        with hub_errors(repo_id):
-            return super().push_to_hub(repo_id, token=token, commit_message=msg, **kw)
+        what = (f"run {self.config.get('run')} level {self.config.get('level')} "
+                f"({self.density * 100:.2f}% weights remaining)")
+        with tempfile.TemporaryDirectory(prefix="ticketkit-push-") as tmp:
+            self.save_pretrained(tmp)
+            files = {f: Path(tmp) / f for f in TICKET_DIR_FILES if (Path(tmp) / f).exists()}
+            return commit_files(repo_id, files, commit_message or f"ticketkit: {what}", f"Pushed with ticketkit: {what}.",
+                                owned(TICKET_DIR_FILES), private=private, token=token)
 
     def __repr__(self) -> str:
         return (f"Ticket(arch={self.arch!r}, level={self.config.get('level')}, density={self.density:.4%}, "
