@@ -133,7 +133,10 @@ def test_run_card_metadata_round_trips(run_dir, pushed):
     d = card.data.to_dict()
     assert d["library_name"] == "ticketkit"
     assert {"lottery-ticket", "pruning", "cnn"} <= set(d["tags"])
-    assert d["datasets"] == ["stanfordnlp/imdb"]
+    assert "datasets" not in d  # measured on local parquet, not on a Hub dataset (issue 20, defect 5)
+    ds = d["model-index"][0]["results"][0]["dataset"]
+    data = json.loads((run_dir / "level-00" / "config.json").read_text())["data"]
+    assert "local parquet" in ds["name"] and ds["args"]["test_reviews"] == data["test_size"]
     levels = json.loads((run_dir / "run.json").read_text())["levels"]
     metrics = [m for r in d["model-index"][0]["results"] for m in r["metrics"]]
     assert [m["value"] for m in metrics] == [round(lv["test_accuracy"], 4) for lv in levels]
@@ -209,7 +212,7 @@ print("api ok")
     assert "ticket.safetensors" in hub.head_files("alice/api-ticket")
 
 
-RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md"}
+RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md", "config.json"}
 TICKET_LAYOUT = {"ticket.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json"}
 
 
@@ -240,6 +243,22 @@ print(info.oid)
     assert files == RUN_LAYOUT | {f"{d.name}/{f}" for d in run_dir.glob("level-*") for f in TICKET_LAYOUT}
     got = json.loads(cli("pull", "alice/mixed-2", "--store", tmp_path / "s2", "--json", env=env).stdout)
     assert level_files(Path(got["path"])) == level_files(run_dir) and not (Path(got["path"]) / "ticket.safetensors").exists()
+    # the run's root config.json (the Hub counts downloads through it) says what the repo is and where each level is
+    root = json.loads((Path(got["path"]) / "config.json").read_text())
+    assert root["ticketkit"]["kind"] == "run" and [lv["subfolder"] for lv in root["levels"]] == ["level-00", "level-01"]
+
+
+def test_python_push_and_pull(run_dir, hub, tmp_path):
+    """`ticketkit.push` / `ticketkit.pull` are what `ticketkit push` / `pull` call (issue 20: the API exports them)."""
+    code = f"""
+import ticketkit
+info = ticketkit.push({str(run_dir)!r}, "alice/py-run")
+path = ticketkit.pull("alice/py-run", store={str(tmp_path / 'store')!r})
+assert path.name == info.oid, (path, info.oid)
+print(path)
+"""
+    path = Path(run_py(code, hub_env(hub.url, tmp_path / "home", TOKEN)).stdout.strip().splitlines()[-1])
+    assert level_files(path) == level_files(run_dir)
 
 
 # ------------------------------------------------------------------------------------------------ tokens

@@ -49,6 +49,9 @@ register_dataset(DatasetSpec("yelp2", "fancyzhx/yelp_polarity", {0: 0, 1: 1}))
 class RawSplit:
     texts: list[str]
     labels: np.ndarray  # int64, values in {0, 1}
+    # Where the reviews came from, as the model card and config.json must say it: {"kind": "local", "path",
+    # "format"} or {"kind": "hub", "id", "revision"} (the commit that was resolved and loaded), plus "rows".
+    source: dict | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -62,7 +65,7 @@ class RawSplit:
         return h.hexdigest()[:16]
 
     def subset(self, idx) -> "RawSplit":
-        return RawSplit([self.texts[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)])
+        return RawSplit([self.texts[i] for i in idx], self.labels[np.asarray(idx, dtype=np.int64)], self.source)
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -112,12 +115,17 @@ def _read_local(name: str, root: Path, split: str) -> RawSplit:
                 raise TicketkitError(f"{p} is not UTF-8 text: re-save it as UTF-8") from None
             except Exception as e:  # pyarrow / pandas parse errors
                 raise TicketkitError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-            return _check_split(df, str(p))
+            return _sourced(_check_split(df, str(p)), {"kind": "local", "path": str(base), "format": ext})
     for raw in (base / "aclImdb", root / "aclImdb"):
         if name == "imdb" and (raw / split).is_dir():
-            return _read_aclimdb(raw / split)
+            return _sourced(_read_aclimdb(raw / split), {"kind": "local", "path": str(raw), "format": "aclImdb"})
     raise TicketkitError(
         f"data dir {root} has no {split} split for {name}: expected {base}/{split}.parquet (or .csv, or aclImdb/{split}/)")
+
+
+def _sourced(split: RawSplit, source: dict) -> RawSplit:
+    split.source = {**source, "rows": len(split)}
+    return split
 
 
 def _read_aclimdb(d: Path) -> RawSplit:
@@ -146,17 +154,18 @@ def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HTTPError as TransportError  # connect, DNS, timeout: no network
 
-        HfApi().dataset_info(spec.hub_id, timeout=HUB_PROBE_SECONDS)
+        revision = HfApi().dataset_info(spec.hub_id, timeout=HUB_PROBE_SECONDS).sha  # the commit "main" is now
     except TransportError:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
         raise TicketkitError(hint) from None
     except Exception:  # noqa: BLE001 - an HTTP answer (rate limit, gated): the Hub is there, let `datasets` try
-        pass
+        revision = None
     try:
         import datasets
 
-        ds = datasets.load_dataset(spec.hub_id)
+        # Pinned to the commit just resolved, so the revision config.json records is the one whose files were read
+        ds = datasets.load_dataset(spec.hub_id, revision=revision)
     except Exception:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
@@ -166,8 +175,10 @@ def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
         df = ds[split].to_pandas()
         if spec.label_map:
             df["label"] = df["label"].map(spec.label_map)
-        out[split] = _check_split(df[["text", "label"]], f"{spec.hub_id}:{split}")
+        out[split] = _sourced(_check_split(df[["text", "label"]], f"{spec.hub_id}:{split}"),
+                              {"kind": "hub", "id": spec.hub_id, "revision": revision})  # None: unknown
     return out
+
 
 
 def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> dict[str, RawSplit]:
@@ -375,6 +386,10 @@ def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=No
     tok = tokenizer or build_tokenizer(splits.train.texts, data_hp.vocab_size, data_hp.max_len)
     enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
     info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
+            # what was read, for config.json and the model card: the files or the Hub revision, and the full
+            # splits' sizes (the *_size keys below are what this training saw after subsampling)
+            **({"source": {**raw["train"].source, "rows": {k: len(raw[k]) for k in ("train", "test")}}}
+               if raw["train"].source else {}),
             **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
             **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
     rate = oov_rate(tok, splits.train.texts + splits.val.texts + splits.test.texts) if oov else None

@@ -35,6 +35,7 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     from .card import level_row, run_card
 
     st = store if isinstance(store, Store) else Store(store)
+    ref = os.fspath(ref)
     ticket_dir = resolve_ref(ref, level, st)
     run_dir = ticket_dir.parent
     whole_run = level is None and LEVEL_RE.match(ticket_dir.name) and not is_ticket_dir(Path(ref)) \
@@ -65,7 +66,21 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     what = (f"run {run_dir.name}, {levels} ({rows[0]['density_prunable'] * 100:.2f}% -> "
             f"{rows[-1]['density_prunable'] * 100:.2f}% weights remaining)")
     files["README.md"] = run_card(info, cfgs, [d.name for d in level_dirs(run_dir)], repo_id).encode()
+    files["config.json"] = _run_config(run_dir.name, cfgs, level_dirs(run_dir))
     return files, f"ticketkit: {what}", what
+
+
+def _run_config(name: str, cfgs: list[dict], dirs: list[Path]) -> bytes:
+    """A run repo's top-level config.json: the Hub counts a model repo's downloads through its root config.json,
+    and a run's tickets are in level-NN/. It says what the repo is and where each level is; the tickets' own
+    config.json files stay the full record."""
+    import json
+
+    levels = [{"subfolder": d.name, "level": c.get("level"), "density": c["density"], "metrics": c.get("metrics")}
+              for d, c in zip(dirs, cfgs)]
+    doc = {"ticketkit": {"kind": "run", "run": name, "format": 1}, "find": cfgs[0]["find"],
+           "data": cfgs[0].get("data"), "levels": levels}
+    return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def push(ref: str, repo_id: str, private: bool = False, level: str | None = None, store=None,
@@ -182,6 +197,7 @@ def resolve_ref(ref: str, level: str | None = None, store=None) -> Path:
     """A ticket directory for what a user typed: a ticket path, a run path or name (its sparsest level unless
     `level`), or hf://user/repo[@rev], pulled into the store first. The one place that turns hf:// into a path."""
     st = store if isinstance(store, Store) else Store(store)
+    ref = os.fspath(ref)  # a Path works as well as what a user typed
     if ref.startswith("hf://"):
         ref = str(pull(ref[5:], store=st))
     return st.resolve(ref, level)
