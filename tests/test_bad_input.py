@@ -32,15 +32,13 @@ def _recipe(tmp: Path, text: str) -> list[str]:
 
 def _ticket(tmp: Path, ref: Path, edit) -> list[str]:
     """A copy of a real ticket with its tensors edited and its manifest re-sealed: only the deep checks can tell."""
-    from safetensors.torch import load_file, save_file
-
-    from ticketkit.ticket import write_manifest
+    from ticketkit.ticket import read_tensors, write_manifest, write_tensors
 
     d = tmp / "artifacts" / "my-ticket"
     shutil.copytree(ref / "level-01", d)
-    t = load_file(str(d / "ticket.safetensors"))
+    t = read_tensors(d)
     edit(t, d)
-    save_file(t, str(d / "ticket.safetensors"))
+    write_tensors(d, t)
     write_manifest(d)
     return ["show", str(d)]
 

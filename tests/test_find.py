@@ -63,8 +63,11 @@ def test_ticket_safetensors_round_trip(tiny_data, tmp_path, tiny_config):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "copy" / "ticket.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["ticketkit"])["format"] == 1
-        assert {k.split(".")[0] for k in f.keys()} == {"init", "mask", "rewind"}
+        assert json.loads(f.metadata()["ticketkit"])["format"] == 2
+        assert {k.split(".")[0] for k in f.keys()} == {"mask"}
+    for kind in ("init", "rewind"):  # the weights, one file per kind, bare parameter names
+        with safe_open(str(tmp_path / "copy" / f"{kind}.safetensors"), "pt") as f:
+            assert set(f.keys()) == set(t.init)
 
 
 def test_lstm_global_late_resetting(tiny_data, tmp_path, tiny_config):

@@ -105,9 +105,11 @@ def pushed(run_dir, hub, tmp_path_factory):
 def test_push_then_pull_is_bit_identical(run_dir, hub, pushed):
     path = pushed["path"]
     assert path == pushed["store"] / "hub" / "alice" / "imdb-run" / pushed["push"]["commit"]
-    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 5
+    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 7
     for f in ("run.json", "levels.csv", "tokenizer.json"):
         assert (path / f).read_bytes() == (run_dir / f).read_bytes()
+    # pulled, a run keeps each distinct tensor file once, as a local one does (init = rewind at every level here)
+    assert len({(d / f).stat().st_ino for d in path.glob("level-*") for f in ("init.safetensors", "rewind.safetensors")}) == 1
     # What is on the server is exactly that, in one commit that names the run and its levels
     repo = hub.repo("alice/imdb-run")
     commit = repo["commits"][repo["refs"]["main"]]
@@ -213,7 +215,8 @@ print("api ok")
 
 
 RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md", "config.json"}
-TICKET_LAYOUT = {"ticket.safetensors", "config.json", "tokenizer.json", "README.md", "manifest.json"}
+TICKET_LAYOUT = {"ticket.safetensors", "init.safetensors", "rewind.safetensors", "config.json", "tokenizer.json",
+                 "README.md", "manifest.json"}
 
 
 def _layout(files) -> set[str]:
@@ -296,7 +299,8 @@ def test_pull_errors_are_one_line(run_dir, hub, pushed, tmp_path):
 
 def test_pull_refuses_a_corrupt_repo(run_dir, hub, tmp_path):
     src = run_dir / "level-01"
-    files = {f: (src / f).read_bytes() for f in ("config.json", "tokenizer.json", "README.md", "manifest.json")}
+    files = {f: (src / f).read_bytes() for f in ("config.json", "tokenizer.json", "README.md", "manifest.json",
+                                                 "init.safetensors", "rewind.safetensors")}
     blob = bytearray((src / "ticket.safetensors").read_bytes())
     blob[-7] ^= 0x01  # one flipped bit in the tensor data; the manifest is the original
     sha = hub.put_blob(bytes(blob))

@@ -100,7 +100,8 @@ ticketkit {cfg.get('versions', {}).get('ticketkit')}, torch {cfg.get('versions',
 ```
 
 Or retrain it on another dataset: `ticketkit transfer hf://<this repo> --to yelp2`.
-The ticket holds `init.*`, `mask.*` (bool) and `rewind.*` tensors in `ticket.safetensors`, its settings in
+The ticket holds its bool masks in `ticket.safetensors`, its init and rewind weights in `init.safetensors` and
+`rewind.safetensors`, its settings in
 `config.json`, and the vocabulary its embedding is indexed by in `tokenizer.json`.
 """
 

@@ -29,7 +29,7 @@ from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
 from .prune import densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
-from .store import Store, level_dirs, pick_level
+from .store import Store, level_dirs, link_duplicates, pick_level
 from .ticket import Ticket, param_spec
 from .train import train
 
@@ -387,5 +387,6 @@ class _Search:
         }
         ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer)
         ticket.save(ld, overwrite=True)
+        link_duplicates(ld)  # init (and usually rewind) are the same as the last level's: stored once
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
         ck.unlink(missing_ok=True)  # the ticket supersedes the in-level checkpoint

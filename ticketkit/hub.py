@@ -21,7 +21,7 @@ from .fsio import fsync_dir, public_mode, read_json, write_with
 # hub_errors, parse_spec, require_token live in the leaf hubspec (ticket.py needs them too); importable from here
 from .hubspec import check_no_token as _check_no_token  # noqa: F401  (the last guard, in the one push)
 from .hubspec import RUN_FILES, SHA_RE, commit_files, hub_errors, offline, owned, parse_spec, require_token  # noqa: F401
-from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs
+from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs, link_duplicates
 from .ticket import TICKET_DIR_FILES, Ticket, load_from_hub  # noqa: F401  (load_from_hub: importable from here)
 
 OWNED = owned(TICKET_DIR_FILES)  # what a push deletes when it no longer writes it (hubspec.owned says why)
@@ -188,6 +188,8 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
                 raise IntegrityError(f"refused {repo_id}@{commit[:12]}: {str(e).replace(str(tmp), 'the repo')}") from None
             os.replace(tmp, dest)
             fsync_dir(base)
+            for d in level_dirs(dest):
+                link_duplicates(d)  # a pulled run's levels share init (and rewind) like a local run's
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest

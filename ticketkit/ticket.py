@@ -1,9 +1,10 @@
 """A ticket: init weights + bool mask + rewind weights in safetensors, with config, tokenizer and model card beside.
 
     my-ticket/
-      ticket.safetensors   init.<param>, mask.<param> (bool), rewind.<param> for every parameter; JSON __metadata__.
-                           init and rewind are stored unmasked (the network is rewind * mask), so the controls
-                           (a shuffled mask over the same starting weights) can be built from a ticket alone.
+      ticket.safetensors   mask.<param> (bool) for every parameter; JSON __metadata__ (format, density)
+      init.safetensors     the initial weights; rewind.safetensors: the weights it rewinds to (tensorfiles.py).
+                           Both unmasked (the network is rewind * mask), so the controls (a shuffled mask over the
+                           same starting weights) can be built from a ticket alone.
       config.json          settings, measured densities, accuracies, shapes, versions
       tokenizer.json       the vocabulary the embedding (and its mask) is indexed by
       README.md            model card (YAML metadata the Hub renders)
@@ -14,7 +15,6 @@ It feels like a `huggingface_hub` model: `save_pretrained`, `from_pretrained`, `
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -29,13 +29,12 @@ from .errors import IntegrityError, TicketkitError, shorten
 from .fsio import fsync_dir, public_mode, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
+from .tensorfiles import FORMAT_VERSION, KINDS, WEIGHT_FILES, read_tensors, write_tensors  # noqa: F401
 from .ticketspec import _config_problem, _model_spec_problem, param_spec  # noqa: F401  (param_spec: importable from here)
 from .version import __version__
 
-TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md")
+TICKET_FILES = ("ticket.safetensors", *WEIGHT_FILES, "config.json", "tokenizer.json", "README.md")
 TICKET_DIR_FILES = (*TICKET_FILES, "manifest.json")  # what a ticket directory holds once complete
-FORMAT_VERSION = 1
-KINDS = ("init", "mask", "rewind")
 
 
 class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
@@ -80,17 +79,9 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     # ------------------------------------------------------------------ saving
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by ModelHubMixin.save_pretrained / push_to_hub. Writes every file and the manifest last."""
-        from safetensors.torch import save_file
-
         d = Path(save_directory)
-        tensors = {}
-        for kind in KINDS:
-            for n, t in getattr(self, kind).items():
-                # safetensors refuses shared or strided storage (rewind == init at level 0): clone each tensor.
-                tensors[f"{kind}.{n}"] = t.detach().cpu().contiguous().clone()
-        meta = {"ticketkit": json.dumps({"format": FORMAT_VERSION, "version": __version__,
-                                         "density": self.config["density"]["prunable"]})}
-        write_with(d / "ticket.safetensors", lambda p: save_file(tensors, str(p), metadata=meta))
+        write_tensors(d, {f"{kind}.{n}": t for kind in KINDS for n, t in getattr(self, kind).items()},
+                      self.config["density"]["prunable"])
         write_json(d / "config.json", self.config)
         if self.tokenizer is None:
             raise TicketkitError("a ticket needs its tokenizer: the embedding mask only means something under it")
@@ -137,8 +128,6 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> "Ticket":
         """Load a ticket directory. Verifies digests, shapes, dtypes, mask values, densities and NaNs."""
-        from safetensors import safe_open
-
         from .data import load_tokenizer
 
         d = Path(path)
@@ -146,7 +135,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
             raise IntegrityError(f"{d} is a symlink: a ticket directory is a plain directory; pass the real one")
         if not (d / "ticket.safetensors").exists() and not (d / "config.json").exists():
             raise TicketkitError(f"{d} is not a ticket directory (no ticket.safetensors): pass a ticket, a run, or hf://user/repo")
-        for name in ("manifest.json", "config.json", "ticket.safetensors", "tokenizer.json"):
+        for name in ("manifest.json", "config.json", "ticket.safetensors", *WEIGHT_FILES, "tokenizer.json"):
             bad = regular_file_problem(d / name, follow=not verify)  # verify: a symlink is refused by the manifest
             if bad:
                 raise IntegrityError(bad)
@@ -156,12 +145,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         bad = _config_problem(config)
         if bad:
             raise IntegrityError(f"{d}/config.json {bad}: re-create the ticket")
-        try:
-            with safe_open(str(d / "ticket.safetensors"), "pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise IntegrityError(f"{d}/ticket.safetensors is unreadable ({shorten(str(e).splitlines()[0] if str(e) else type(e).__name__)}): "
-                                 f"the file is corrupt or truncated") from None
+        tensors = read_tensors(d)
         parts = {k: {} for k in KINDS}
         for k, t in tensors.items():
             kind, _, name = k.partition(".")
