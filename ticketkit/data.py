@@ -154,7 +154,7 @@ def _read_hub(spec: DatasetSpec) -> dict[str, RawSplit]:
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HTTPError as TransportError  # connect, DNS, timeout: no network
 
-        revision = HfApi().dataset_info(spec.hub_id, timeout=HUB_PROBE_SECONDS).sha  # the commit "main" is now
+        revision = HfApi().dataset_info(spec.hub_id, revision="main", timeout=HUB_PROBE_SECONDS).sha  # main, now
     except TransportError:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
