@@ -32,15 +32,13 @@ def _recipe(tmp: Path, text: str) -> list[str]:
 
 def _ticket(tmp: Path, ref: Path, edit) -> list[str]:
     """A copy of a real ticket with its tensors edited and its manifest re-sealed: only the deep checks can tell."""
-    from safetensors.torch import load_file, save_file
-
-    from ticketkit.ticket import write_manifest
+    from ticketkit.ticket import read_tensors, write_manifest, write_tensors
 
     d = tmp / "artifacts" / "my-ticket"
     shutil.copytree(ref / "level-01", d)
-    t = load_file(str(d / "ticket.safetensors"))
+    t = read_tensors(d)
     edit(t, d)
-    save_file(t, str(d / "ticket.safetensors"))
+    write_tensors(d, t)
     write_manifest(d)
     return ["show", str(d)]
 
@@ -140,14 +138,14 @@ def test_bad_input(case, tmp_path, tiny_data, ref):
 def test_nan_loss_stops_the_level_and_reports_it(tmp_path, tiny_data):
     """A poisoned weight (NaN in the trained weights the next fine-tuning level starts from): the level stops with
     TrainingDiverged (exit 4), run.json says 'diverged', and no ticket is written for that level."""
-    from safetensors.torch import load_file, save_file
 
     argv = find_argv(tiny_data, levels=1, extra=["--rewind", "final", "--quiet"])
     assert subprocess.run(argv, cwd=tmp_path, capture_output=True).returncode == 0
     run = next(tmp_path.glob("artifacts/find-*"))
-    t = load_file(str(run / "trained" / "level-00.safetensors"))
-    t["fc.weight"][0, 0] = float("nan")
-    save_file(t, str(run / "trained" / "level-00.safetensors"))
+    from ticketkit.ticket import Ticket
+    t = Ticket.load(run / "level-00")
+    t.trained["fc.weight"][0, 0] = float("nan")  # level 0's trained weights, which level 1 fine-tunes from
+    t.save(run / "level-00", overwrite=True)
     shutil.rmtree(run / "level-01")
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))

@@ -269,7 +269,7 @@ def olah_dataset(tmp_path):
 
 def test_a_hub_dataset_through_find_records_its_revision(olah_dataset, tmp_path):
     """`find --dataset org/corpus cnn --split ...` against a loopback Hub mirror: the splits are mapped, and the
-    commit the revision resolved to is recorded in run.json and every ticket's config.json (data.revision)."""
+    commit the revision resolved to is recorded in run.json and every ticket's config.json (data.source.revision)."""
     env = {"HF_ENDPOINT": olah_dataset["url"], "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"),
            "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_TOKEN": "", "TICKETKIT_CACHE": str(tmp_path / "tk")}
     store = tmp_path / "store"
@@ -280,7 +280,8 @@ def test_a_hub_dataset_through_find_records_its_revision(olah_dataset, tmp_path)
     out = json.loads(p.stdout)
     assert out["run"].endswith(tuple(p.name for p in store.glob("find-org--corpus-cnn-*")))
     d = out["data"]
-    assert d["hub_id"] == "org/corpus" and d["revision"] == olah_dataset["sha"]
-    assert d["splits"] == {"train": "train", "test": "validation"} and d["test_size"] == 160 and d["num_classes"] == 4
+    src = d["source"]
+    assert src["kind"] == "hub" and src["id"] == "org/corpus" and src["revision"] == olah_dataset["sha"]
+    assert src["splits"] == {"train": "train", "test": "validation"} and d["test_size"] == 160 and d["num_classes"] == 4
     t = read_json(next(store.glob("find-*")) / "level-01" / "config.json")
-    assert t["data"]["revision"] == olah_dataset["sha"] and t["find"]["data"]["revision"] == "main"
+    assert t["data"]["source"]["revision"] == olah_dataset["sha"] and t["find"]["data"]["revision"] == "main"

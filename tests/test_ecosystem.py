@@ -72,3 +72,60 @@ def test_dependency_floors_are_true():
     assert "ray" in floors and vers["ray"] >= (2, 10)  # core Ray, not ray[default]; 2.9 imports pkg_resources
     assert len(floors) == len(project["dependencies"]) - 1 + 1  # every dependency but torch (the local wheel), + ray
     assert "bash .ci/floors" in (REPO / ".ci" / "run").read_text()
+
+
+def _measured_cfg(source: dict, test_size: int = 400):
+    cfg = _level_cfg(command="ticketkit find imdb cnn")
+    cfg["find"]["data"]["max_test"] = test_size
+    cfg["data"] = {"dataset": "imdb", "test_size": test_size, "source": {**source, "rows": {"train": 25000, "test": 25000}}}
+    return cfg
+
+
+def _evals(text: str):
+    """The card as huggingface_hub reads it: its own parser, its own model-index reader."""
+    import tempfile
+    from pathlib import Path
+
+    from huggingface_hub import metadata_load
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "README.md").write_text(text)
+        meta = metadata_load(Path(d) / "README.md")
+    name, evals = model_index_to_eval_results(meta["model-index"])
+    return meta, evals
+
+
+def test_model_card_says_what_was_measured(tmp_path):
+    """Issue 20, defect 5: a 400-review subsample of local parquet is not 'stanfordnlp/imdb, split test'."""
+    from ticketkit.card import run_card, ticket_card
+
+    local = _measured_cfg({"kind": "local", "path": "/data/imdb", "format": "parquet"})
+    for text in (ticket_card(local), run_card({}, [local, local])):
+        meta, evals = _evals(text)
+        assert "datasets" not in meta  # no Hub dataset was read, so none is claimed
+        for e in evals:
+            assert e.dataset_type != "stanfordnlp/imdb" and "local parquet: /data/imdb" in e.dataset_name
+            assert e.dataset_split == "test" and e.dataset_revision is None
+            assert e.dataset_args["test_reviews"] == 400 and e.dataset_args["test_reviews_in_split"] == 25000
+            assert "stratified" in e.dataset_args["subsample"]
+        assert "400 of its 25000 test reviews" in text
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    hub = _measured_cfg({"kind": "hub", "id": "stanfordnlp/imdb", "revision": sha}, test_size=25000)
+    meta, (e,) = _evals(ticket_card(hub))
+    assert meta["datasets"] == ["stanfordnlp/imdb"]
+    assert (e.dataset_type, e.dataset_revision, e.dataset_split) == ("stanfordnlp/imdb", sha, "test")
+    assert e.dataset_args == {"test_reviews": 25000, "test_reviews_in_split": 25000}  # the whole split: no subsample
+
+
+def test_config_records_where_the_data_came_from(tiny_data):
+    """prepare_data's info (config.json's "data") names the files it read and the full splits' sizes."""
+    from ticketkit.config import FindConfig
+    from ticketkit.data import data_identity, prepare_data
+
+    cfg = FindConfig()
+    cfg.data.vocab_size, cfg.data.max_len, cfg.data.max_test = 100, 32, 50
+    info = prepare_data(cfg.data, 0, data_dir=tiny_data).info
+    assert info["source"] == {"kind": "local", "path": str(tiny_data / "imdb"), "format": "parquet",
+                              "rows": {"train": 400, "test": 200}}
+    assert info["test_size"] == 50 and "source" not in data_identity(info)  # resumes compare the reviews, not paths

@@ -63,8 +63,11 @@ def test_ticket_safetensors_round_trip(tiny_data, tmp_path, tiny_config):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "copy" / "ticket.safetensors"), "pt") as f:
-        assert json.loads(f.metadata()["ticketkit"])["format"] == 1
-        assert {k.split(".")[0] for k in f.keys()} == {"init", "mask", "rewind"}
+        assert json.loads(f.metadata()["ticketkit"])["format"] == 2
+        assert {k.split(".")[0] for k in f.keys()} == {"mask"}
+    for kind in ("init", "rewind"):  # the weights, one file per kind, bare parameter names
+        with safe_open(str(tmp_path / "copy" / f"{kind}.safetensors"), "pt") as f:
+            assert set(f.keys()) == set(t.init)
 
 
 def test_lstm_global_late_resetting(tiny_data, tmp_path, tiny_config):
@@ -83,7 +86,7 @@ def test_final_rewind_fine_tunes_from_trained_weights(tiny_data, tmp_path, tiny_
     from safetensors.torch import load_file
 
     run = find_ticket(tiny_config("cnn", rewind="final", levels=1), data_dir=tiny_data, store=tmp_path, progress=False)
-    trained0 = load_file(str(run.path / "trained" / "level-00.safetensors"))
+    trained0 = run.ticket(0).trained  # level 0's best-validation state (mask all ones)
     t1 = run.ticket(1)
     assert all(torch.equal(t1.rewind[n], trained0[n]) for n in t1.rewind)
 
@@ -205,7 +208,7 @@ def test_find_calls_the_registered_pruning_method(tiny_data, tmp_path, tiny_conf
     try:
         run = find_ticket(tiny_config("cnn", method="smallest-first", levels=1), data_dir=tiny_data, store=tmp_path,
                           progress=False)
-        trained = _load_state(run.path / "trained" / "level-00.safetensors")
+        trained = run.ticket(0).trained
         m = run.ticket(1).masks["convs.0.weight"]
         w = trained["convs.0.weight"].abs()
         assert w[m].max() <= w[~m].min()  # survivors are the smallest trained weights
@@ -235,7 +238,7 @@ def test_oneshot_levels_share_the_dense_training_and_hit_the_iterative_counts(ti
     it = find_ticket(tiny_config("cnn", **kw), data_dir=tiny_data, store=tmp_path, progress=False)
     assert one.path != it.path and one.levels[0]["test_accuracy"] == it.levels[0]["test_accuracy"]
 
-    dense = _load_state(one.path / "trained" / "level-00.safetensors")
+    dense = one.ticket(0).trained
     out = "fc.weight"
     full = full_masks(dense, Ticket.load(one.ticket_paths()[0]).masks)
     predicted = local_counts(full, 0.4, 3, output_layer=out, output_factor=0.5)

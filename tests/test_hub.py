@@ -77,7 +77,7 @@ def run_dir(tiny_data, tmp_path_factory) -> Path:
     cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--levels", "1", *TINY_FLAGS, "--epochs", "2", "--quiet",
         env={"HF_HUB_OFFLINE": "1"})
     (run,) = [d for d in store.iterdir() if d.name.startswith("find-")]
-    assert (run / "trained").is_dir()  # training leftovers exist, and must not be pushed
+    assert (run / "levels.csv").is_file()
     return run
 
 
@@ -105,10 +105,12 @@ def pushed(run_dir, hub, tmp_path_factory):
 def test_push_then_pull_is_bit_identical(run_dir, hub, pushed):
     path = pushed["path"]
     assert path == pushed["store"] / "hub" / "alice" / "imdb-run" / pushed["push"]["commit"]
-    # 2 levels x (ticket.safetensors, config, tokenizer, card, trained.safetensors, manifest)
-    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 6
+    # 2 levels x (ticket, init, rewind .safetensors, config, tokenizer, card, trained.safetensors, manifest)
+    assert level_files(path) == level_files(run_dir) and len(level_files(run_dir)) == 2 * 8
     for f in ("run.json", "levels.csv", "tokenizer.json"):
         assert (path / f).read_bytes() == (run_dir / f).read_bytes()
+    # pulled, a run keeps each distinct tensor file once, as a local one does (init = rewind at every level here)
+    assert len({(d / f).stat().st_ino for d in path.glob("level-*") for f in ("init.safetensors", "rewind.safetensors")}) == 1
     # What is on the server is exactly that, in one commit that names the run and its levels
     repo = hub.repo("alice/imdb-run")
     commit = repo["commits"][repo["refs"]["main"]]
@@ -134,7 +136,10 @@ def test_run_card_metadata_round_trips(run_dir, pushed):
     d = card.data.to_dict()
     assert d["library_name"] == "ticketkit"
     assert {"lottery-ticket", "pruning", "cnn"} <= set(d["tags"])
-    assert d["datasets"] == ["stanfordnlp/imdb"]
+    assert "datasets" not in d  # measured on local parquet, not on a Hub dataset (issue 20, defect 5)
+    ds = d["model-index"][0]["results"][0]["dataset"]
+    data = json.loads((run_dir / "level-00" / "config.json").read_text())["data"]
+    assert "local parquet" in ds["name"] and ds["args"]["test_reviews"] == data["test_size"]
     levels = json.loads((run_dir / "run.json").read_text())["levels"]
     metrics = [m for r in d["model-index"][0]["results"] for m in r["metrics"]]
     assert [m["value"] for m in metrics] == [round(lv["test_accuracy"], 4) for lv in levels]
@@ -210,6 +215,56 @@ print("api ok")
     assert "ticket.safetensors" in hub.head_files("alice/api-ticket")
 
 
+RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md", "config.json"}
+TICKET_LAYOUT = {"ticket.safetensors", "init.safetensors", "rewind.safetensors", "config.json", "tokenizer.json",
+                 "README.md", "manifest.json"}
+
+
+def _layout(files) -> set[str]:
+    return {f for f in files if f != ".gitattributes"}
+
+
+def test_cli_and_python_pushes_replace_each_other(run_dir, hub, tmp_path):
+    """Issue 20, defect 2: a CLI push of a run, then a Python push of one ticket to the same repo (and the reverse),
+    leaves only the latest layout, and a later pull returns what was pushed last."""
+    env = hub_env(hub.url, tmp_path / "home", TOKEN)
+    py_push = f"""
+from ticketkit import Ticket
+info = Ticket.load({str(run_dir / 'level-01')!r}).push_to_hub("alice/mixed-{{n}}")
+print(info.oid)
+"""
+    # CLI run, then Python ticket
+    cli("push", run_dir, "alice/mixed-1", "--quiet", env=env)
+    assert any(f.startswith("level-01/") for f in hub.head_files("alice/mixed-1"))
+    run_py(py_push.replace("{n}", "1"), env)
+    assert _layout(hub.head_files("alice/mixed-1")) == TICKET_LAYOUT
+    got = json.loads(cli("pull", "alice/mixed-1", "--store", tmp_path / "s1", "--json", env=env).stdout)
+    assert file_digests(Path(got["path"])) == file_digests(run_dir / "level-01")
+    # Python ticket, then CLI run
+    run_py(py_push.replace("{n}", "2"), env)
+    cli("push", run_dir, "alice/mixed-2", "--quiet", env=env)
+    files = _layout(hub.head_files("alice/mixed-2"))
+    assert files == RUN_LAYOUT | {f"{d.name}/{f}" for d in run_dir.glob("level-*") for f in TICKET_LAYOUT}
+    got = json.loads(cli("pull", "alice/mixed-2", "--store", tmp_path / "s2", "--json", env=env).stdout)
+    assert level_files(Path(got["path"])) == level_files(run_dir) and not (Path(got["path"]) / "ticket.safetensors").exists()
+    # the run's root config.json (the Hub counts downloads through it) says what the repo is and where each level is
+    root = json.loads((Path(got["path"]) / "config.json").read_text())
+    assert root["ticketkit"]["kind"] == "run" and [lv["subfolder"] for lv in root["levels"]] == ["level-00", "level-01"]
+
+
+def test_python_push_and_pull(run_dir, hub, tmp_path):
+    """`ticketkit.push` / `ticketkit.pull` are what `ticketkit push` / `pull` call (issue 20: the API exports them)."""
+    code = f"""
+import ticketkit
+info = ticketkit.push({str(run_dir)!r}, "alice/py-run")
+path = ticketkit.pull("alice/py-run", store={str(tmp_path / 'store')!r})
+assert path.name == info.oid, (path, info.oid)
+print(path)
+"""
+    path = Path(run_py(code, hub_env(hub.url, tmp_path / "home", TOKEN)).stdout.strip().splitlines()[-1])
+    assert level_files(path) == level_files(run_dir)
+
+
 # ------------------------------------------------------------------------------------------------ tokens
 def test_push_without_token_fails_before_any_request(run_dir, hub, tmp_path):
     before = hub.requests()
@@ -245,7 +300,8 @@ def test_pull_errors_are_one_line(run_dir, hub, pushed, tmp_path):
 
 def test_pull_refuses_a_corrupt_repo(run_dir, hub, tmp_path):
     src = run_dir / "level-01"
-    files = {f: (src / f).read_bytes() for f in ("config.json", "tokenizer.json", "README.md", "manifest.json")}
+    files = {f: (src / f).read_bytes() for f in ("config.json", "tokenizer.json", "README.md", "manifest.json",
+                                                 "init.safetensors", "rewind.safetensors")}
     blob = bytearray((src / "ticket.safetensors").read_bytes())
     blob[-7] ^= 0x01  # one flipped bit in the tensor data; the manifest is the original
     sha = hub.put_blob(bytes(blob))

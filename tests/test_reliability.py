@@ -350,14 +350,12 @@ def test_ls_and_show_list_incomplete_and_corrupt_runs(tiny_data, tmp_path, tmp_p
 # ---------------------------------------------------------------------------------------------- integrity
 
 def _rewrite_ticket(d: Path, edit) -> None:
-    """Change ticket.safetensors' tensors, then re-seal the manifest so only the deeper checks can catch it."""
-    from safetensors.torch import load_file, save_file
+    """Change the ticket's tensors, then re-seal the manifest so only the deeper checks can catch it."""
+    from ticketkit.ticket import read_tensors, write_manifest, write_tensors
 
-    from ticketkit.ticket import write_manifest
-
-    t = load_file(str(d / "ticket.safetensors"))
+    t = read_tensors(d)
     edit(t)
-    save_file(t, str(d / "ticket.safetensors"))
+    write_tensors(d, t)
     write_manifest(d)
 
 

@@ -33,10 +33,12 @@ def test_every_level_keeps_its_trained_weights_times_mask(run):
     for d in r.ticket_paths():
         t = Ticket.load(d)
         assert "trained.safetensors" in read_json(d / "manifest.json")["files"]  # so `verify` checks it
-        state = load_file(str(r.path / "trained" / f"{d.name}.safetensors"))  # the run's own best-validation state
-        assert t.trained.keys() == state.keys()
+        # packed: each parameter keeps only its mask's values, so the file holds the level's density of the weights
+        packed = load_file(str(d / "trained.safetensors"))
+        assert all(packed[n].numel() == int(t.mask[n].sum()) for n in packed)
+        assert t.trained.keys() == packed.keys()
         for n, w in t.trained.items():
-            assert torch.equal(w, state[n] * t.mask[n])
+            assert torch.equal(w[t.mask[n]], packed[n])
             assert not bool(w.masked_select(~t.mask[n]).any())  # pruned weights are exact zeros
         assert trained_problems(t.trained, t.config["params"], t.mask) == []
     t = Ticket.load(r.ticket_paths()[-1])

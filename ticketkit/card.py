@@ -3,27 +3,57 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .data import DATASETS
-
 # The Hub's search tags of every ticket: the cards' metadata and Ticket's ModelHubMixin both take them from here.
 TAGS = ("lottery-ticket", "pruning", "text-classification")
 
 
-def _hub_dataset(name: str) -> str:
-    """The dataset's Hub id, from data.py's registry (a name it does not know is kept as it is)."""
-    return DATASETS[name].hub_id if name in DATASETS else name
+def _dataset(cfg: dict) -> dict:
+    """What the evaluation data was, as the model-index can say it, claiming no more than was read: the Hub id and
+    the commit resolved, or the local files (then no Hub dataset is named); the test reviews counted, and of how
+    many. A config with no recorded source (older tickets) names only ticketkit's dataset name."""
+    name = cfg["find"]["data"]["dataset"]
+    d = cfg.get("data") or {}
+    src = d.get("source") or {}
+    args = {}
+    if d.get("test_size") is not None:
+        args["test_reviews"] = d["test_size"]
+        total = (src.get("rows") or {}).get("test")
+        if total is not None:
+            args["test_reviews_in_split"] = total
+            if d["test_size"] < total:
+                args["subsample"] = f"stratified, seed {cfg['find'].get('seed')}"
+    out = {"dataset_type": name, "dataset_name": f"{name} (source not recorded)", "dataset_split": "test",
+           "dataset_args": args or None, "datasets": None}
+    if src.get("kind") == "hub":
+        out.update(dataset_type=src["id"], dataset_name=name, dataset_revision=src.get("revision"),
+                   datasets=[src["id"]])
+    elif src.get("kind") == "local":
+        out["dataset_name"] = f"{name} (local {src.get('format')}: {src.get('path')})"
+    return out
 
 
-def _card_data(arch: str, dataset: str, rows: list[dict], model_name: str) -> ModelCardData:
-    evals = [EvalResult(task_type="text-classification", dataset_type=_hub_dataset(dataset),
-                        dataset_name=dataset, dataset_split="test", metric_type="accuracy",
+def _card_data(cfg: dict, rows: list[dict], model_name: str) -> ModelCardData:
+    arch = cfg["find"]["model"]["arch"]
+    ds = _dataset(cfg)
+    datasets = ds.pop("datasets")
+    evals = [EvalResult(task_type="text-classification", **ds, metric_type="accuracy",
                         metric_value=round(r["test_accuracy"], 4),
                         metric_name=f"test accuracy at {r['density_prunable'] * 100:.2f}% weights remaining (level {r['level']})")
              for r in rows if r.get("test_accuracy") is not None]
     return ModelCardData(library_name="ticketkit", license="apache-2.0",
                          tags=[*TAGS[:2], "ticketkit", arch, *TAGS[2:]],  # the order published cards carry
-                         datasets=[_hub_dataset(dataset)], model_name=model_name,
+                         datasets=datasets, model_name=model_name,
                          eval_results=evals or None, pipeline_tag="text-classification")
+
+
+def describe_data(cfg: dict) -> str:
+    """One line on the data a ticket was measured on, for the card's body."""
+    ds = _dataset(cfg)
+    where = f"`{ds['dataset_type']}` at revision `{ds['dataset_revision']}`" if ds.get("dataset_revision") else \
+        f"`{ds['dataset_name']}`"
+    a = ds.get("dataset_args") or {}
+    n = f", tested on {a['test_reviews']} of its {a.get('test_reviews_in_split', '?')} test reviews" if a else ""
+    return f"Data: {where}{n}{' (' + a['subsample'] + ' subsample)' if a.get('subsample') else ''}."
 
 
 def _table(rows: list[dict]) -> str:
@@ -51,6 +81,7 @@ A lottery ticket (Frankle & Carbin, 2019) for a `{f['model']['arch']}` text clas
 found with [ticketkit](https://github.com/ticketkit/ticketkit): {f['prune']['scope']} {f['prune']['schedule']} magnitude
 pruning, rewinding to `{f['prune']['rewind']}`, control `{f['prune']['control']}`, seed {f['seed']}.
 Densities are measured from the masks, over prunable weights and over all weights.
+{describe_data(cfg)}
 
 {_table(rows)}
 
@@ -69,7 +100,8 @@ ticketkit {cfg.get('versions', {}).get('ticketkit')}, torch {cfg.get('versions',
 ```
 
 Or retrain it on another dataset: `ticketkit transfer hf://<this repo> --to yelp2`.
-The ticket holds `init.*`, `mask.*` (bool) and `rewind.*` tensors in `ticket.safetensors`, its settings in
+The ticket holds its bool masks in `ticket.safetensors`, its init and rewind weights in `init.safetensors` and
+`rewind.safetensors`, its settings in
 `config.json`, and the vocabulary its embedding is indexed by in `tokenizer.json`.
 """
 
@@ -84,7 +116,7 @@ def ticket_card(cfg: dict) -> str:
     f = cfg["find"]
     name = f"{f['data']['dataset']}-{f['model']['arch']} ticket, level {cfg.get('level')}"
     rows = [level_row(cfg)]
-    data = _card_data(f["model"]["arch"], f["data"]["dataset"], rows, name)
+    data = _card_data(cfg, rows, name)
     load = ('from ticketkit import Ticket\n'
             'ticket = Ticket.from_pretrained("<user>/<repo>")\n'
             'model = ticket.build_model()   # rewind weights x mask: retrain this under ticket.masks')
@@ -108,4 +140,4 @@ def run_card(run_summary: dict, level_cfgs: list[dict], subfolders: list[str] | 
                         f"Or pull it and retrain its tickets on another dataset:\n\n```\nticketkit pull {repo}\n"
                         f"ticketkit transfer hf://{repo} --to yelp2\n```\n\nLevels: "
                         + ", ".join(f"`{s}/`" for s in subs) + ".")
-    return _card(_card_data(f["model"]["arch"], f["data"]["dataset"], rows, name), body)
+    return _card(_card_data(cfg, rows, name), body)

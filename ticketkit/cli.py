@@ -142,7 +142,7 @@ def ls_cmd(store, hub_user, quiet, as_json):
 @output_options("no warnings on stderr")
 def show(ref, level, store, quiet, as_json):
     """A ticket's or run's config, levels, measured densities and accuracies."""
-    from .report.show import show as describe
+    from .api import show as describe
 
     shown = describe(ref, level, store)
     for w in () if quiet else shown.warnings:
@@ -158,10 +158,11 @@ def show(ref, level, store, quiet, as_json):
 @output_options()
 def verify(ref, store, quiet, as_json):
     """Check a ticket, a run or the whole store; list every problem, exit 1 if there is any."""
-    from .verify import verify_path
+    from .api import verify as verify_refs
 
-    problems, checked = verify_path(ref, store)
-    _emit({"checked": checked, "problems": problems}, as_json,
+    res = verify_refs(ref, store)
+    problems, checked = res["problems"], res["checked"]
+    _emit(res, as_json,
           "\n".join([f"PROBLEM {p}" for p in problems] + [f"checked {checked} ticket(s): {len(problems)} problem(s)"]))
     if problems:
         sys.exit(1)
@@ -184,7 +185,7 @@ def _hub_progress(quiet: bool) -> None:
 def push(ref, repo_id, private, level, store, quiet, as_json):
     """Publish a ticket, or a whole run (one level-NN/ subfolder per level and an index card), to the Hugging Face
     Hub as REPO_ID, in one commit. The token comes from HF_TOKEN or `hf auth login`."""
-    from .hub import push as hub_push
+    from .api import push as hub_push
 
     _hub_progress(quiet)
     info = hub_push(ref, repo_id, private=private, level=level, store=store)
@@ -200,7 +201,7 @@ def push(ref, repo_id, private, level, store, quiet, as_json):
 def pull(spec, store, quiet, as_json):
     """Download a ticket or run from the Hugging Face Hub into the store (store/hub/<user>/<repo>/<commit>/) and
     verify it. It loads offline afterwards."""
-    from .hub import pull as hub_pull
+    from .api import pull as hub_pull
     from .report.store import pulled
 
     _hub_progress(quiet)
@@ -243,7 +244,8 @@ def sweep():
 def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, store, quiet, as_json):
     """Run every cell of RECIPE (a built-in recipe's name or a TOML file) that is not done yet; failed and pending
     cells of an earlier run are retried."""
-    from .sweep import run_sweep, status_table
+    from .api import sweep as run_sweep
+    from .sweep import status_table
 
     res = run_sweep(recipe, quick=quick, store=store, data_dir=data_dir, workers=workers, ray=ray_address,
                     progress=not quiet, num_cpus=cpus_per_cell)
@@ -301,37 +303,12 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
 def report(ref, store, quiet, as_json):
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
     (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells)."""
-    from .fsio import read_json
-    from .report import render_report, summary_table
-    from .store import Store
+    from .api import report as build_report
 
-    st = Store(store)
-    p = Path(ref)
-    if not p.exists():
-        matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == ref or d.name.startswith(ref)]
-        if len(matches) != 1:
-            raise TicketkitError(f"no single transfer run called {ref!r} in the store {st.root} "
-                                 f"({len(matches)} match): pass its directory; see `ticketkit ls`")
-        p = matches[0]
-    if (p / "sweep.json").exists():  # a sweep (`ticketkit sweep`): one report over all its cells
-        from .sweep import cell_states, report_sweep
-
-        md = report_sweep(p, cell_states(p))
-        _emit({"report": str(md), "csv": str(p / "cells.csv")}, as_json,
-              f"{md.read_text().split('## Cells')[0].rstrip()}\nwrote {md}, {p / 'cells.csv'}")
-        return
-    if not (p / "results.json").exists():
-        raise TicketkitError(f"{p} has no results.json: pass a transfer run directory (made by `ticketkit transfer`)")
-    results = read_json(p / "results.json")
-    if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
-        raise TicketkitError(f"{p}/results.json is not a ticketkit transfer result (no 'rows' list)")
-    paths = render_report(results, p)
-    from .report.transfer import flag_line, flagged_rows
-
-    for r in () if quiet else flagged_rows(results):  # one line per flagged cell: it is in the tables, but never evidence
-        click.echo(flag_line(r), err=True)
-    _emit({k: str(v) for k, v in paths.items()}, as_json,
-          f"{summary_table(results)}\nwrote {', '.join(str(v) for v in paths.values())}")
+    rep = build_report(ref, store)
+    for w in () if quiet else rep.warnings:  # one line per flagged cell: it is in the tables, but never evidence
+        click.echo(w, err=True)
+    _emit(rep.data, as_json, rep.text)
 
 
 @main.command()

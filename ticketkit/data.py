@@ -233,6 +233,9 @@ def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=No
             # (from the Hub: hub_id, revision = the commit read, splits = ours -> theirs)
             "num_classes": raw.num_classes, "classes": list(raw.classes),
             "chance_accuracy": float(np.bincount(splits.test.labels).max() / max(len(splits.test), 1)),
-            **getattr(raw, "source", {})}
+            # what was read, for config.json and the model card: the files or the Hub revision, and the full
+            # splits' sizes (the *_size keys above are what this training saw after subsampling)
+            **({"source": {**raw.source, "rows": {k: len(raw[k]) for k in ("train", "test")}}}
+               if getattr(raw, "source", None) else {})}
     rate = oov_rate(tok, splits.train.texts + splits.val.texts + splits.test.texts) if oov else None
     return Prepared(enc["train"], enc["val"], enc["test"], tok, info, rate)

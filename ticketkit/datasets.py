@@ -236,6 +236,11 @@ def read_local(spec: DatasetSpec, root: Path, split: str):
         f"data dir {root} has no {split} split for {spec.name}: expected {base}/{split}.parquet (or .csv, or aclImdb/{split}/)")
 
 
+def _local_format(root: Path, name: str) -> str:
+    """What read_local reads for `name` under `root`: parquet, csv or aclImdb (for the model card's data line)."""
+    return next((ext for ext in ("parquet", "csv") if (root / name / f"train.{ext}").exists()), "aclImdb")
+
+
 def _read_aclimdb(d: Path):
     texts, labels = [], []
     for label, sub in ((0, "neg"), (1, "pos")):
@@ -308,14 +313,14 @@ def load_raw(data, data_dir: str | os.PathLike | None = None) -> RawData:
             data_dir = None  # a Hub id with no local copy under the data dir: read it from the Hub
     if data_dir:
         read = lambda split: read_local(spec, root, split)  # noqa: E731
-        source = {}  # local files: their content is in the fingerprints (a path would leak into shared tickets)
+        source = {"kind": "local", "path": str(root / spec.name), "format": _local_format(root, spec.name)}
     elif not spec.hub_id:
         raise TicketkitError(f"unknown dataset {spec.name!r}: not registered ({', '.join(sorted(DATASETS))}); pass "
                              f"--data-dir DIR with DIR/{spec.name}/train.parquet and test.parquet, or a Hub id org/name")
     else:
         tables, rev = read_hub(spec, hp.revision)
         read = tables.__getitem__
-        source = {"hub_id": spec.hub_id, "revision": rev, "splits": dict(spec.splits)}
+        source = {"kind": "hub", "id": spec.hub_id, "revision": rev, "splits": dict(spec.splits)}
     raw = to_classes(read, hp, spec)
     raw.source = source
     return raw

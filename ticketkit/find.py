@@ -29,7 +29,7 @@ from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
 from .prune import densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
-from .store import Store, level_dirs, pick_level
+from .store import Store, level_dirs, link_duplicates, pick_level
 from .ticket import Ticket, param_spec
 from .train import train
 
@@ -76,9 +76,15 @@ def _try_load_state(path: Path) -> dict | None:
         return None
 
 
-def _save_state(path: Path, state: dict) -> None:
-    from safetensors.torch import save_file
-    write_with(path, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, str(p)))
+def _finished(ld: Path):
+    """A level's ticket when the level finished (its manifest is written last), else None; an unreadable one is
+    None too (then the level is trained again: training is deterministic, so the result is the same)."""
+    if not (ld / "manifest.json").exists():
+        return None
+    try:
+        return Ticket.load(ld)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _versions() -> dict:
@@ -269,10 +275,12 @@ class _Search:
         trained_prev = dense = None
         while True:
             ld = rd / f"level-{level:02d}"
-            tp = rd / "trained" / f"level-{level:02d}.safetensors"
-            trained = _try_load_state(tp) if (ld / "manifest.json").exists() else None
+            tp = rd / "trained" / f"level-{level:02d}.safetensors"  # where runs before trained.safetensors kept them
+            t = _finished(ld)
+            # the level's trained weights: its ticket's trained.safetensors (trained x mask, which is the trained
+            # state itself, since pruned weights stay exactly zero), or an older run's copy under trained/
+            trained = None if t is None else (t.trained if t.trained is not None else _try_load_state(tp))
             if trained is not None:  # finished before an interruption: reuse it
-                t = Ticket.load(ld)
                 masks = t.masks
                 (rd / "checkpoints" / f"level-{level:02d}.safetensors").unlink(missing_ok=True)  # stale if killed after the ticket
                 if level == 0:
@@ -289,7 +297,6 @@ class _Search:
                 if level == 0 and late:
                     rewind_state = res.snapshots[late]
                 ticket_rewind = rewind_state if (point is not None or level == 0) else start
-                _save_state(tp, trained)
                 self.save_ticket(ld, level, self.init, masks, ticket_rewind, row, trained)
             rows.append(row)
             if level == 0:
@@ -389,5 +396,6 @@ class _Search:
         # trained: the best-validation weights x mask, kept in the level (trained.safetensors) for a usable classifier
         ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer, trained=trained)
         ticket.save(ld, overwrite=True)
+        link_duplicates(ld)  # init (and usually rewind) are the same as the last level's: stored once
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
         ck.unlink(missing_ok=True)  # the ticket supersedes the in-level checkpoint

@@ -19,14 +19,12 @@ from pathlib import Path
 from .errors import IntegrityError, TicketkitError
 from .fsio import fsync_dir, public_mode, read_json, write_with
 # hub_errors, parse_spec, require_token live in the leaf hubspec (ticket.py needs them too); importable from here
-from .hubspec import SHA_RE, hub_errors, offline, parse_spec, require_token  # noqa: F401
-from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs
+from .hubspec import check_no_token as _check_no_token  # noqa: F401  (the last guard, in the one push)
+from .hubspec import RUN_FILES, SHA_RE, commit_files, hub_errors, offline, owned, parse_spec, require_token  # noqa: F401
+from .store import LEVEL_RE, Store, is_ticket_dir, level_dirs, link_duplicates
 from .ticket import TICKET_DIR_FILES, Ticket, load_from_hub  # noqa: F401  (load_from_hub: importable from here)
 
-RUN_FILES = ("README.md", "run.json", "levels.csv", "tokenizer.json")
-# Files a push owns: on a later push to the same repo, stale ones are deleted in the same commit, so a repo never
-# mixes an old single ticket with a new run's levels. Anything else a user added to the repo is left alone.
-OWNED = ("level-*", *TICKET_DIR_FILES, *RUN_FILES)
+OWNED = owned(TICKET_DIR_FILES)  # what a push deletes when it no longer writes it (hubspec.owned says why)
 ALLOW = [*TICKET_DIR_FILES, *RUN_FILES, *(f"level-*/{f}" for f in TICKET_DIR_FILES)]  # what a pull downloads
 
 
@@ -37,6 +35,7 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     from .card import level_row, run_card
 
     st = store if isinstance(store, Store) else Store(store)
+    ref = os.fspath(ref)
     ticket_dir = resolve_ref(ref, level, st)
     run_dir = ticket_dir.parent
     whole_run = level is None and LEVEL_RE.match(ticket_dir.name) and not is_ticket_dir(Path(ref)) \
@@ -69,44 +68,34 @@ def plan(ref: str, level: str | None = None, store=None, repo_id: str | None = N
     what = (f"run {run_dir.name}, {levels} ({rows[0]['density_prunable'] * 100:.2f}% -> "
             f"{rows[-1]['density_prunable'] * 100:.2f}% weights remaining)")
     files["README.md"] = run_card(info, cfgs, [d.name for d in level_dirs(run_dir)], repo_id).encode()
+    files["config.json"] = _run_config(run_dir.name, cfgs, level_dirs(run_dir))
     return files, f"ticketkit: {what}", what
 
 
-def _check_no_token(files: dict[str, Path | bytes], token: str) -> None:
-    """A last guard: refuse to publish a file that contains the token (e.g. pasted into a command line)."""
-    needle = token.encode()
-    for path, src in files.items():
-        if path.endswith(".safetensors"):
-            continue  # binary tensors; their JSON header holds only the format and density
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        if needle in data:
-            raise TicketkitError(f"{path} contains your Hugging Face token: remove it from the ticket before pushing")
+def _run_config(name: str, cfgs: list[dict], dirs: list[Path]) -> bytes:
+    """A run repo's top-level config.json: the Hub counts a model repo's downloads through its root config.json,
+    and a run's tickets are in level-NN/. It says what the repo is and where each level is; the tickets' own
+    config.json files stay the full record."""
+    import json
+
+    levels = [{"subfolder": d.name, "level": c.get("level"), "density": c["density"], "metrics": c.get("metrics")}
+              for d, c in zip(dirs, cfgs)]
+    doc = {"ticketkit": {"kind": "run", "run": name, "format": 1}, "find": cfgs[0]["find"],
+           "data": cfgs[0].get("data"), "levels": levels}
+    return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def push(ref: str, repo_id: str, private: bool = False, level: str | None = None, store=None,
          token: str | None = None):
-    """Publish a ticket, one level of a run, or a whole run in ONE commit. Returns huggingface_hub's CommitInfo
-    (a str: the commit url; `.oid` is the commit)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.utils import filter_repo_objects
-
+    """Publish a ticket, one level of a run, or a whole run in ONE commit, deleting what an earlier push to the
+    repo left that this one does not write. Returns huggingface_hub's CommitInfo (a str: the commit url; `.oid`)."""
     repo_id, rev = parse_spec(repo_id)
     if rev:
         raise TicketkitError(f"push goes to the main branch: drop @{rev} from the repo id")
     token = require_token(token)  # before anything is read or sent
     files, message, what = plan(ref, level, store, repo_id)
-    _check_no_token(files, token)
-    api = HfApi(token=token)
-    with hub_errors(repo_id):
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        existing = api.list_repo_files(repo_id)
-        stale = [p for p in filter_repo_objects(existing, allow_patterns=list(OWNED))
-                 if p not in files and p != ".gitattributes"]
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(src))
-               for p, src in sorted(files.items())]
-        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-        return api.create_commit(repo_id, ops, commit_message=message,
-                                 commit_description=f"Pushed with ticketkit: {what}.")
+    return commit_files(repo_id, files, message, f"Pushed with ticketkit: {what}.", OWNED, private=private,
+                        token=token)
 
 
 # ---------------------------------------------------------------------------------------------------- pull
@@ -201,6 +190,8 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
                 raise IntegrityError(f"refused {repo_id}@{commit[:12]}: {str(e).replace(str(tmp), 'the repo')}") from None
             os.replace(tmp, dest)
             fsync_dir(base)
+            for d in level_dirs(dest):
+                link_duplicates(d)  # a pulled run's levels share init (and rewind) like a local run's
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -210,6 +201,7 @@ def resolve_ref(ref: str, level: str | None = None, store=None) -> Path:
     """A ticket directory for what a user typed: a ticket path, a run path or name (its sparsest level unless
     `level`), or hf://user/repo[@rev], pulled into the store first. The one place that turns hf:// into a path."""
     st = store if isinstance(store, Store) else Store(store)
+    ref = os.fspath(ref)  # a Path works as well as what a user typed
     if ref.startswith("hf://"):
         ref = str(pull(ref[5:], store=st))
     return st.resolve(ref, level)

@@ -11,6 +11,7 @@ import re
 from .errors import TicketkitError, shorten
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+RUN_FILES = ("README.md", "run.json", "levels.csv", "tokenizer.json")  # a pushed run's root, beside level-NN/
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
 
 
@@ -132,3 +133,47 @@ def require_token(token: str | None = None) -> str:
     if not token:
         raise TicketkitError(f"pushing needs a Hugging Face token with write access: {LOGIN_HINT}, then push again")
     return token
+
+
+def owned(ticket_files) -> list[str]:
+    """The repo paths a push owns: a ticket's files at the root, a run's, and level-NN/. On a later push to the same
+    repo the ones it does not write again are deleted in the same commit, so a repo never mixes an old single ticket
+    with a new run's levels (or the reverse). Anything else a user added to the repo is left alone."""
+    return ["level-*", *dict.fromkeys([*ticket_files, *RUN_FILES])]
+
+
+def commit_files(repo_id: str, files: dict, message: str, description: str, owned_patterns: list[str],
+                 private: bool = False, token: str | None = None):
+    """THE push: create the repo if needed, then one commit that adds `files` ({path in repo: local path or bytes})
+    and deletes every owned path they do not replace. `Ticket.push_to_hub` and `ticketkit push` both come here.
+    Returns huggingface_hub's CommitInfo."""
+    from pathlib import Path
+
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    token = require_token(token)
+    check_no_token(files, token)
+    api = HfApi(token=token)
+    with hub_errors(repo_id):
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        existing = api.list_repo_files(repo_id)
+        stale = [p for p in filter_repo_objects(existing, allow_patterns=list(owned_patterns))
+                 if p not in files and p != ".gitattributes"]
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src if isinstance(src, bytes) else str(Path(src)))
+               for p, src in sorted(files.items())]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+        return api.create_commit(repo_id, ops, commit_message=message, commit_description=description)
+
+
+def check_no_token(files: dict, token: str) -> None:
+    """A last guard: refuse to publish a file that contains the token (e.g. pasted into a command line)."""
+    from pathlib import Path
+
+    needle = token.encode()
+    for path, src in files.items():
+        if path.endswith(".safetensors"):
+            continue  # binary tensors; their JSON header holds only the format and density
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        if needle in data:
+            raise TicketkitError(f"{path} contains your Hugging Face token: remove it from the ticket before pushing")

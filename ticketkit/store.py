@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from .errors import TicketkitError
-from .fsio import read_json
+from .fsio import read_json, sha256_file
 
 LEVEL_RE = re.compile(r"^level-(\d+)$")
 
@@ -203,3 +203,41 @@ def pick_level(levels: list[Path], level: str | None) -> Path:
         if int(LEVEL_RE.match(d.name).group(1)) == int(s):
             return d
     raise TicketkitError(f"level {s} is not in this run (it has levels {', '.join(d.name[6:] for d in levels)})")
+
+
+def link_duplicates(ticket_dir: Path) -> int:
+    """Keep each distinct tensor file of a run once: every *.safetensors a level's manifest lists that is
+    byte-identical to one in another level of the same run (same sha256 and size, re-checked on the other copy)
+    becomes a hardlink to it. init.safetensors is the same at every level and rewind.safetensors usually is, so a
+    29-level run stores them once. Each level stays a directory of ordinary files that verifies, loads, pushes and
+    copies on its own; every write replaces a file by rename, never in place, so one level's rewrite never changes
+    another's. Returns the bytes saved (0 where the filesystem has no hardlinks: the copies stay)."""
+    d = Path(ticket_dir)
+    try:
+        mine = read_json(d / "manifest.json")["files"]
+    except (TicketkitError, KeyError, TypeError):
+        return 0
+    seen: dict = {}  # (sha256, bytes) -> the first such file in another level, or beside it in this one
+    for other in [*(x for x in level_dirs(d.parent) if x.resolve() != d.resolve()), d]:
+        try:
+            for name, info in read_json(other / "manifest.json")["files"].items():
+                if name.endswith(".safetensors"):
+                    seen.setdefault((info.get("sha256"), info.get("bytes")), other / name)
+        except (TicketkitError, KeyError, TypeError, AttributeError):
+            continue  # a damaged level is verify's to report, never a source of bytes
+    saved = 0
+    for name, info in mine.items():
+        src, dst = seen.get((info.get("sha256"), info.get("bytes"))), d / name
+        if not name.endswith(".safetensors") or src is None or src.is_symlink() or not src.is_file():
+            continue
+        if os.path.samefile(src, dst) or sha256_file(src) != info["sha256"]:
+            continue  # already one file, or the other copy was damaged since: never spread a bad one
+        tmp = dst.with_name(f".{name}.link")
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            saved += info["bytes"]
+        except OSError:  # no hardlinks on this filesystem: keep the copy
+            tmp.unlink(missing_ok=True)
+    return saved

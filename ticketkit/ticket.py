@@ -1,9 +1,10 @@
 """A ticket: init weights + bool mask + rewind weights in safetensors, with config, tokenizer and model card beside.
 
     my-ticket/
-      ticket.safetensors   init.<param>, mask.<param> (bool), rewind.<param> for every parameter; JSON __metadata__.
-                           init and rewind are stored unmasked (the network is rewind * mask), so the controls
-                           (a shuffled mask over the same starting weights) can be built from a ticket alone.
+      ticket.safetensors   mask.<param> (bool) for every parameter; JSON __metadata__ (format, density)
+      init.safetensors     the initial weights; rewind.safetensors: the weights it rewinds to (tensorfiles.py).
+                           Both unmasked (the network is rewind * mask), so the controls (a shuffled mask over the
+                           same starting weights) can be built from a ticket alone.
       config.json          settings, measured densities, accuracies, shapes, versions
       tokenizer.json       the vocabulary the embedding (and its mask) is indexed by
       README.md            model card (YAML metadata the Hub renders)
@@ -15,7 +16,6 @@ It feels like a `huggingface_hub` model: `save_pretrained`, `from_pretrained`, `
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -30,12 +30,13 @@ from .errors import IntegrityError, TicketkitError, shorten
 from .fsio import fsync_dir, public_mode, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
+from .tensorfiles import FORMAT_VERSION, KINDS, WEIGHT_FILES, read_tensors, write_tensors  # noqa: F401
+from .ticketspec import _config_problem, _model_spec_problem, param_spec  # noqa: F401  (param_spec: importable from here)
 from .version import __version__
 
-TICKET_FILES = ("ticket.safetensors", "config.json", "tokenizer.json", "README.md", "trained.safetensors")  # the last: optional
+TICKET_FILES = ("ticket.safetensors", *WEIGHT_FILES, "config.json", "tokenizer.json", "README.md",
+                "trained.safetensors")  # the last: optional
 TICKET_DIR_FILES = (*TICKET_FILES, "manifest.json")  # what a ticket directory holds once complete
-FORMAT_VERSION = 1
-KINDS = ("init", "mask", "rewind")
 
 
 class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
@@ -71,7 +72,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         from .sparse import read_trained
 
         if self._trained is None and self.path is not None and (self.path / "trained.safetensors").is_file():
-            self._trained = read_trained(self.path / "trained.safetensors")
+            self._trained = read_trained(self.path / "trained.safetensors", self.mask)
         return self._trained
 
     def classifier(self, device=None):
@@ -95,20 +96,12 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     # ------------------------------------------------------------------ saving
     def _save_pretrained(self, save_directory: Path) -> None:
         """Called by ModelHubMixin.save_pretrained / push_to_hub. Writes every file and the manifest last."""
-        from safetensors.torch import save_file
-
         d = Path(save_directory)
-        tensors = {}
-        for kind in KINDS:
-            for n, t in getattr(self, kind).items():
-                # safetensors refuses shared or strided storage (rewind == init at level 0): clone each tensor.
-                tensors[f"{kind}.{n}"] = t.detach().cpu().contiguous().clone()
-        meta = {"ticketkit": json.dumps({"format": FORMAT_VERSION, "version": __version__,
-                                         "density": self.config["density"]["prunable"]})}
-        write_with(d / "ticket.safetensors", lambda p: save_file(tensors, str(p), metadata=meta))
+        write_tensors(d, {f"{kind}.{n}": t for kind in KINDS for n, t in getattr(self, kind).items()},
+                      self.config["density"]["prunable"])
         if self.trained is not None:
-            from .sparse import masked_trained
-            write_with(d / "trained.safetensors", lambda p: save_file(masked_trained(self.trained, self.mask), str(p)))
+            from .sparse import write_trained
+            write_trained(d / "trained.safetensors", self.trained, self.mask)
         write_json(d / "config.json", self.config)
         if self.tokenizer is None:
             raise TicketkitError("a ticket needs its tokenizer: the embedding mask only means something under it")
@@ -155,8 +148,6 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> "Ticket":
         """Load a ticket directory. Verifies digests, shapes, dtypes, mask values, densities and NaNs."""
-        from safetensors import safe_open
-
         from .data import load_tokenizer
 
         d = Path(path)
@@ -164,7 +155,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
             raise IntegrityError(f"{d} is a symlink: a ticket directory is a plain directory; pass the real one")
         if not (d / "ticket.safetensors").exists() and not (d / "config.json").exists():
             raise TicketkitError(f"{d} is not a ticket directory (no ticket.safetensors): pass a ticket, a run, or hf://user/repo")
-        for name in ("manifest.json", "config.json", "ticket.safetensors", "tokenizer.json"):
+        for name in ("manifest.json", "config.json", "ticket.safetensors", *WEIGHT_FILES, "tokenizer.json"):
             bad = regular_file_problem(d / name, follow=not verify)  # verify: a symlink is refused by the manifest
             if bad:
                 raise IntegrityError(bad)
@@ -174,12 +165,7 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         bad = _config_problem(config)
         if bad:
             raise IntegrityError(f"{d}/config.json {bad}: re-create the ticket")
-        try:
-            with safe_open(str(d / "ticket.safetensors"), "pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise IntegrityError(f"{d}/ticket.safetensors is unreadable ({shorten(str(e).splitlines()[0] if str(e) else type(e).__name__)}): "
-                                 f"the file is corrupt or truncated") from None
+        tensors = read_tensors(d)
         parts = {k: {} for k in KINDS}
         for k, t in tensors.items():
             kind, _, name = k.partition(".")
@@ -273,14 +259,25 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), revision=revision, cache_dir=cache_dir,
                                     force_download=force_download, local_files_only=local_files_only, token=token, **kw)
 
-    def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, **kw):
-        """The mixin's push (save_pretrained into a temp dir, one upload_folder commit), after a token check, with
-        a commit message that names the ticket and one-line errors."""
+    def push_to_hub(self, repo_id: str, *, token=None, commit_message: str | None = None, private: bool = False,
+                    **kw):
+        """The same push as `ticketkit push` (hubspec.commit_files): this ticket at the repo root in one commit,
+        which also deletes what an earlier push left there (a run's level-NN/, run.json) so no stale layout stays."""
+        from .hubspec import commit_files, owned, parse_spec
+
+        if kw:
+            raise TicketkitError(f"Ticket.push_to_hub does not take {', '.join(sorted(kw))}: it pushes to main")
+        repo_id, rev = parse_spec(repo_id)
+        if rev:
+            raise TicketkitError(f"push goes to the main branch: drop @{rev} from the repo id")
         token = require_token(token)
-        msg = commit_message or (f"ticketkit: run {self.config.get('run')} level {self.config.get('level')} "
-                                 f"({self.density * 100:.2f}% weights remaining)")
-        with hub_errors(repo_id):
-            return super().push_to_hub(repo_id, token=token, commit_message=msg, **kw)
+        what = (f"run {self.config.get('run')} level {self.config.get('level')} "
+                f"({self.density * 100:.2f}% weights remaining)")
+        with tempfile.TemporaryDirectory(prefix="ticketkit-push-") as tmp:
+            self.save_pretrained(tmp)
+            files = {f: Path(tmp) / f for f in TICKET_DIR_FILES if (Path(tmp) / f).exists()}
+            return commit_files(repo_id, files, commit_message or f"ticketkit: {what}", f"Pushed with ticketkit: {what}.",
+                                owned(TICKET_DIR_FILES), private=private, token=token)
 
     def __repr__(self) -> str:
         return (f"Ticket(arch={self.arch!r}, level={self.config.get('level')}, density={self.density:.4%}, "
@@ -327,61 +324,6 @@ def write_manifest(d: Path) -> None:
 
 
 REQUIRED_FILES = ("ticket.safetensors", "config.json", "tokenizer.json")
-
-
-def _config_problem(c) -> str | None:
-    """The first structural problem with a ticket's config.json, so later code can index it safely."""
-    from .config import FindConfig
-
-    if not isinstance(c, dict):
-        return "is not a JSON object"
-    for key, tp in (("params", dict), ("find", dict), ("prunable", list), ("density", dict), ("vocab_size", int)):
-        if not isinstance(c.get(key), tp) or isinstance(c.get(key), bool):
-            return f"has no valid {key!r} ({tp.__name__} expected)"
-    for n, spec in c["params"].items():
-        if not (isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str)
-                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in spec["shape"])):
-            return f"has a malformed params entry for {n!r}"
-    if not all(isinstance(n, str) and n in c["params"] for n in c["prunable"]):
-        return "lists a prunable parameter that is not in 'params'"
-    if not all(isinstance(c["density"].get(k), (int, float)) for k in ("prunable", "all")) or \
-            not isinstance(c["density"].get("layers", {}), dict):
-        return "has a malformed 'density'"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c["density"].get("layers", {}).values()):
-        return "has a per-layer density that is not a number"
-    m = c.get("metrics")
-    if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
-                                          for k in ("test_accuracy", "test_macro_f1")):
-        return "has no valid 'metrics' (test_accuracy and test_macro_f1 numbers expected)"
-    if not isinstance(c.get("data", {}), dict):
-        return "has a malformed 'data'"
-    try:
-        FindConfig.from_dict(c["find"], "find").validate()
-    except TicketkitError as e:
-        return f"has invalid settings ({e})"
-    return None
-
-
-def _model_spec_problem(c: dict) -> str | None:
-    """Whether config.json's params are what its architecture and settings build (a config naming lstm over CNN
-    tensors, or a vocabulary larger than the embedding, would make build_model fail)."""
-    from .config import FindConfig
-    from .models import MODELS, model_kwargs
-
-    try:
-        hp = FindConfig.from_dict(c["find"]).model
-        with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
-            model = MODELS[hp.arch](vocab_size=c["vocab_size"], **model_kwargs(hp))
-        want = param_spec(model)
-    except Exception as e:  # noqa: BLE001 - settings the model cannot be built from
-        return f"config.json's model settings do not build a model ({shorten(str(e) or type(e).__name__)})"
-    have = c.get("params", {})
-    if want != have:
-        diff = sorted(set(want) ^ set(have)) or [n for n in want if want[n] != have[n]]
-        n = diff[0]
-        return (f"config.json's params do not fit a {hp.arch} model with its settings and vocab_size {c['vocab_size']} "
-                f"(first difference: {n}: recorded {have.get(n, {}).get('shape')}, built {want.get(n, {}).get('shape')})")
-    return None
 
 
 def check_manifest(d: Path) -> None:
@@ -433,7 +375,3 @@ def manifest_problems(d: Path) -> list[str]:
         elif sha256_file(p) != info.get("sha256"):
             out.append(f"{p} does not match its sha256 in manifest.json: the file was modified or corrupted")
     return out
-
-
-def param_spec(model: torch.nn.Module) -> dict:
-    return {n: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")} for n, p in model.named_parameters()}

@@ -28,6 +28,7 @@ def show(ref: str, level: str | None = None, store=None) -> Shown:
     """A run (its levels, status, config) or one ticket (its densities per layer, accuracy, config). A run is
     described from its files, so a corrupt or interrupted one is shown as such instead of failing."""
     st = store if isinstance(store, Store) else Store(store)
+    ref = str(ref)  # a Path works as well as what a user typed
     p = Path(ref)
     if not ref.startswith("hf://") and not p.exists():
         p = st.root / ref if (st.root / ref).exists() else None

@@ -86,6 +86,20 @@ def _manifest_sha(d: Path, name: str = "ticket.safetensors") -> str:
         raise IntegrityError(f"{d} is incomplete or corrupt (no valid manifest.json): re-create or re-pull the ticket") from None
 
 
+def _tensors_sha(d: Path) -> str:
+    """The ticket's tensor bytes as one digest: ticket.safetensors' own for a format-1 ticket (all in one file), or
+    over its tensor files (mask, init, rewind) for format 2."""
+    import hashlib
+
+    from ..tensorfiles import WEIGHT_FILES
+
+    m = read_json(d / "manifest.json") if (d / "manifest.json").exists() else None
+    extra = [f for f in WEIGHT_FILES if isinstance(m, dict) and f in (m.get("files") or {})]
+    if not extra:
+        return _manifest_sha(d)
+    return hashlib.sha256("|".join(f"{f}:{_manifest_sha(d, f)}" for f in ("ticket.safetensors", *extra)).encode()).hexdigest()
+
+
 def _level_of(d: Path) -> SourceLevel:
     c = read_json(d / "config.json")
     try:
@@ -121,7 +135,7 @@ def _ticket_identity(d: Path, c: dict) -> dict:
     from ..data import data_identity
 
     data = c.get("data") if isinstance(c.get("data"), dict) else {}
-    return {"ticket": _manifest_sha(d), "tokenizer": _manifest_sha(d, "tokenizer.json"),
+    return {"ticket": _tensors_sha(d), "tokenizer": _manifest_sha(d, "tokenizer.json"),
             "settings": config_hash({"find": c.get("find"), "data": data_identity(data), "vocab_size": c.get("vocab_size"),
                                      "params": c.get("params"), "prunable": c.get("prunable")})}
 
