@@ -142,10 +142,20 @@ def test_nan_loss_stops_the_level_and_reports_it(tmp_path, tiny_data):
     argv = find_argv(tiny_data, levels=1, extra=["--rewind", "final", "--quiet"])
     assert subprocess.run(argv, cwd=tmp_path, capture_output=True).returncode == 0
     run = next(tmp_path.glob("artifacts/find-*"))
+    from safetensors.torch import save_file
+
     from ticketkit.ticket import Ticket
+    # level 0's trained weights, which level 1 fine-tunes from, poisoned in the layout of runs written before
+    # trained.safetensors (kept under trained/): a loaded level's own file is checked for NaNs and retrained
     t = Ticket.load(run / "level-00")
-    t.trained["fc.weight"][0, 0] = float("nan")  # level 0's trained weights, which level 1 fine-tunes from
-    t.save(run / "level-00", overwrite=True)
+    state = dict(t.trained)
+    state["fc.weight"][0, 0] = float("nan")
+    (run / "trained").mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(run / "trained" / "level-00.safetensors"))
+    (run / "level-00" / "trained.safetensors").unlink()
+    man = json.loads((run / "level-00" / "manifest.json").read_text())
+    man["files"].pop("trained.safetensors")
+    (run / "level-00" / "manifest.json").write_text(json.dumps(man))
     shutil.rmtree(run / "level-01")
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))

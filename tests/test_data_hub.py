@@ -66,7 +66,7 @@ def test_find_on_hub_data_records_the_revision(olah_dataset, tmp_path):
     (level,) = (tmp_path / "store").glob("find-*/level-00")
     source = json.loads((level / "config.json").read_text())["data"]["source"]
     assert source == {"kind": "hub", "id": "stanfordnlp/imdb", "revision": olah_dataset["sha"],
-                      "rows": {"train": 400, "test": 200}}
+                      "splits": {"train": "train", "test": "test"}, "rows": {"train": 400, "test": 200}}
     _, (e,) = model_index_to_eval_results(metadata_load(level / "README.md")["model-index"])
     assert (e.dataset_type, e.dataset_revision, e.dataset_split) == ("stanfordnlp/imdb", olah_dataset["sha"], "test")
     assert e.dataset_args == {"test_reviews": 100, "test_reviews_in_split": 200, "subsample": "stratified, seed 0"}

@@ -217,7 +217,7 @@ print("api ok")
 
 RUN_LAYOUT = {"run.json", "levels.csv", "tokenizer.json", "README.md", "config.json"}
 TICKET_LAYOUT = {"ticket.safetensors", "init.safetensors", "rewind.safetensors", "config.json", "tokenizer.json",
-                 "README.md", "manifest.json"}
+                 "README.md", "trained.safetensors", "manifest.json"}
 
 
 def _layout(files) -> set[str]:

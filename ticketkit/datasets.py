@@ -280,7 +280,7 @@ def read_hub(spec: DatasetSpec, revision: str | None = None) -> tuple[dict, str 
         from huggingface_hub import HfApi
         from huggingface_hub.errors import HTTPError as TransportError  # connect, DNS, timeout: no network
 
-        sha = HfApi().dataset_info(spec.hub_id, revision=revision, timeout=HUB_PROBE_SECONDS).sha
+        sha = HfApi().dataset_info(spec.hub_id, revision=revision or "main", timeout=HUB_PROBE_SECONDS).sha
     except TransportError:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

@@ -14,6 +14,7 @@ positions, so a text's logits depend slightly on the padding its batch gives it;
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -36,8 +37,6 @@ def masked_trained(state: dict, mask: dict) -> dict:
 def write_trained(path: Path, state: dict, mask: dict) -> None:
     """A level's trained weights x mask, packed: each parameter keeps only the values its mask keeps (row-major
     order), so a 29-level run stores the sum of its densities (~5 x the dense size at 20 % a round), not 29 x."""
-    import json
-
     from safetensors.torch import save_file
 
     from .fsio import write_with
@@ -50,8 +49,6 @@ def write_trained(path: Path, state: dict, mask: dict) -> None:
 
 def read_trained(path: Path, mask: dict | None = None) -> dict:
     """The tensors of a trained-weights file; a packed one (write_trained) unpacked into full shapes by `mask`."""
-    import json
-
     from safetensors import safe_open
 
     try:
@@ -228,7 +225,7 @@ def export_trained(ticket, out_dir) -> dict:
     except OSError as e:
         raise _fs_error(out, e) from None
     try:
-        write_with(tmp / "model.safetensors", lambda p: save_file(state, str(p), metadata={"ticketkit": "trained x mask"}))
+        write_with(tmp / "model.safetensors", lambda p: save_file(state, str(p), metadata={"ticketkit": json.dumps({"content": "trained x mask", "packing": "dense"})}))
         write_json(tmp / "config.json", {**ticket.config, "exported": {"from": str(ticket.path), "weights": "trained x mask"}})
         write_text(tmp / "tokenizer.json", ticket.tokenizer.to_str())
         size = {**sparse_size(state), "file_bytes": (tmp / "model.safetensors").stat().st_size,
