@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from .cliopts import (EXIT_CODES, LazyChoice, common_options, config_options, data_dir_option, output_options,
+from .cliopts import (EXIT_CODES, LazyChoice, aliased_option, common_options, config_options, data_dir_option, output_options,
                       runtime_options, store_option, transfer_options)
+from .completion import complete_find_run, complete_report_ref, complete_sweep, complete_ticket_ref
 from .config import FindConfig
 from .registries import arch_names, dataset_names
 from .errors import TicketkitError
@@ -75,10 +76,10 @@ RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML fil
 @click.argument("dataset", required=False, type=LazyChoice(dataset_names), metavar="[DATASET]")
 @click.argument("arch", required=False, type=LazyChoice(arch_names), metavar="[ARCH]")
 @click.option("--recipe", default=None, help=RECIPE_HELP)
-@click.option("--seeds", "n_seeds", type=int, default=None,
-              help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
+@aliased_option("--n-seeds", "n_seeds", ["--seeds"], type=int, default=None,
+                help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="with --seeds: run the searches in N worker processes, one thread each")
+              help="with --n-seeds: run the searches in N worker processes, one thread each")
 @config_options
 @common_options
 def find(dataset, arch, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
@@ -126,7 +127,7 @@ def ls_cmd(store, hub_user, quiet, as_json):
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ticket_ref)
 @click.option("--level", default=None, help="a level index (3) or % weights remaining (16.9)")
 @store_option()
 @output_options("no warnings on stderr")
@@ -143,7 +144,7 @@ def show(ref, level, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("ref", required=False)
+@click.argument("ref", required=False, shell_complete=complete_ticket_ref)
 @store_option()
 @output_options()
 def verify(ref, store, quiet, as_json):
@@ -165,7 +166,7 @@ def _hub_progress(quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ticket_ref)
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="create the repo as private")
 @click.option("--level", default=None, help="push one level of a run: an index (3) or % weights remaining (16.9)")
@@ -246,7 +247,7 @@ def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, stor
 
 
 @sweep.command("status")
-@click.argument("ref", metavar="SWEEP")
+@click.argument("ref", metavar="SWEEP", shell_complete=complete_sweep)
 @store_option("where to look SWEEP up by name")
 @output_options()
 def sweep_status(ref, store, quiet, as_json):
@@ -260,7 +261,7 @@ def sweep_status(ref, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("source", required=False)
+@click.argument("source", required=False, shell_complete=complete_find_run)
 @transfer_options(shared=False)
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
 @click.option("--recipe", default=None,
@@ -285,7 +286,7 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
 
 
 @main.command()
-@click.argument("ref", metavar="TRANSFER_RUN")
+@click.argument("ref", metavar="RUN", shell_complete=complete_report_ref)
 @store_option("where to look the run up by name")
 @output_options("no flagged-cell lines on stderr")
 def report(ref, store, quiet, as_json):
@@ -325,7 +326,7 @@ def report(ref, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("refs", nargs=-1, metavar="RUN_OR_TRANSFER...")
+@click.argument("refs", nargs=-1, metavar="RUN_OR_TRANSFER...", shell_complete=complete_ticket_ref)
 @click.option("--arm", default="transferred", show_default=True, help="the arm of a transfer run to compare")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="where compare.md, points.csv and the PNGs go (default ./compare-<hash>)")

@@ -21,7 +21,7 @@ from .errors import TicketkitError
 
 def seed_list(first: int, n: int) -> list[int]:
     if n < 1:
-        raise TicketkitError(f"--seeds must be at least 1, got {n}")
+        raise TicketkitError(f"--n-seeds must be at least 1, got {n}")
     return list(range(first, first + n))
 
 
