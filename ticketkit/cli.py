@@ -291,7 +291,8 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
 @output_options("no flagged-cell lines on stderr")
 def report(ref, store, quiet, as_json):
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
-    (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells)."""
+    (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells). For a find run: the
+    lottery-ticket figure, test accuracy vs % weights remaining, with its controls from the store when present."""
     from .fsio import read_json
     from .report import render_report, summary_table
     from .store import Store
@@ -301,7 +302,7 @@ def report(ref, store, quiet, as_json):
     if not p.exists():
         matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == ref or d.name.startswith(ref)]
         if len(matches) != 1:
-            raise TicketkitError(f"no single transfer run called {ref!r} in the store {st.root} "
+            raise TicketkitError(f"no single run called {ref!r} in the store {st.root} "
                                  f"({len(matches)} match): pass its directory; see `ticketkit ls`")
         p = matches[0]
     if (p / "sweep.json").exists():  # a sweep (`ticketkit sweep`): one report over all its cells
@@ -311,8 +312,14 @@ def report(ref, store, quiet, as_json):
         _emit({"report": str(md), "csv": str(p / "cells.csv")}, as_json,
               f"{md.read_text().split('## Cells')[0].rstrip()}\nwrote {md}, {p / 'cells.csv'}")
         return
+    if (p / "run.json").exists() and not (p / "results.json").exists():  # a find run: the lottery-ticket figure
+        from .report.lottery import report_find_run
+
+        res = report_find_run(p)
+        _emit(res.data, as_json, res.text)
+        return
     if not (p / "results.json").exists():
-        raise TicketkitError(f"{p} has no results.json: pass a transfer run directory (made by `ticketkit transfer`)")
+        raise TicketkitError(f"{p} has no results.json: pass a find, transfer or sweep run directory (see `ticketkit ls`)")
     results = read_json(p / "results.json")
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
         raise TicketkitError(f"{p}/results.json is not a ticketkit transfer result (no 'rows' list)")

@@ -376,6 +376,8 @@ def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=No
     enc = {k: encode(getattr(splits, k), tok, data_hp.max_len, cache_dir) for k in ("train", "val", "test")}
     info = {"dataset": data_hp.dataset, "tokenizer_sha256": tokenizer_hash(tok),
             **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
-            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")}}
+            **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")},
+            # the chance line of the figures: what always predicting the test split's majority class scores
+            "test_majority_share": float(np.bincount(splits.test.labels, minlength=2).max() / max(len(splits.test), 1))}
     rate = oov_rate(tok, splits.train.texts + splits.val.texts + splits.test.texts) if oov else None
     return Prepared(enc["train"], enc["val"], enc["test"], tok, info, rate)
