@@ -174,8 +174,22 @@ def _to_env(var: str):
     return callback
 
 
+def _threads(ctx, param, value):
+    from .threads import apply
+
+    try:
+        apply(value)
+    except TicketkitError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+    return value
+
+
 def runtime_options(fn):
-    """Process settings of the commands that train: where encoded data is cached, and the allocator."""
+    """Process settings of the commands that train: cores, where encoded data is cached, and the allocator."""
+    fn = click.option("--threads", type=int, envvar="TICKETKIT_THREADS", show_envvar=True, expose_value=False,
+                      show_default="the cores this process may use", callback=_threads, is_eager=True,
+                      help="cores to use in all: caps --workers and every thread pool; training stays at one thread "
+                           "per process, so results and run names do not depend on it")(fn)
     fn = click.option("--cache", type=click.Path(file_okay=False), envvar="TICKETKIT_CACHE", show_envvar=True,
                       show_default="~/.cache/ticketkit", expose_value=False, callback=_to_env("TICKETKIT_CACHE"),
                       help="where tokenized datasets are cached")(fn)

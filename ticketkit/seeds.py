@@ -58,6 +58,10 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
     if workers <= 1 or len(cfgs) == 1:
         return [find_ticket(c, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
                             stop_flag=stop_flag) for c in cfgs]
+    from .log import log
+    from .threads import cap_workers
+
+    workers = cap_workers(workers, lambda m: log(progress, m))
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(min(workers, len(cfgs)), mp_context=ctx, initializer=_worker_init) as pool:
         futs = [pool.submit(_find_job, c.to_dict(), str(data_dir) if data_dir else None, str(store.root), command)

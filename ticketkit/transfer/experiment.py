@@ -56,6 +56,9 @@ class TransferRun:
 
 class _Transfer(Executors):
     def __init__(self, cfg: TransferConfig, src: Source, store: Store, data_dir, progress, command, stop_flag, device):
+        from ..threads import cap_workers
+
+        cfg = replace(cfg, workers=cap_workers(cfg.workers, lambda m: _log(progress, m)))  # never more than the cores
         self.cfg, self.src, self.store, self.data_dir = cfg, src, store, data_dir
         self.progress, self.command, self.stop_flag, self.device = progress, command, stop_flag, device
         self.name = cfg.run_name(src)
