@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
@@ -16,28 +15,7 @@ from .completion import complete_find_run, complete_report_ref, complete_sweep, 
 from .config import FindConfig
 from .registries import arch_names, dataset_names
 from .errors import TicketkitError
-
-
-class SigintFlag:
-    """First Ctrl-C: finish the current epoch, checkpoint, stop. Second Ctrl-C: stop now (last checkpoint stays)."""
-
-    def __init__(self):
-        self.hit = False
-
-    def __call__(self) -> bool:
-        return self.hit
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.hit:
-                raise KeyboardInterrupt
-            self.hit = True
-            click.echo("\ninterrupt: stopping after this epoch's checkpoint (Ctrl-C again to stop at once)", err=True)
-        self._old = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
+from .interrupt import SigintFlag
 
 
 def build_find_config(recipe: str | None, dataset: str | None, arch: str | None, flags: dict) -> FindConfig:
