@@ -59,6 +59,7 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
         return [find_ticket(c, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
                             stop_flag=stop_flag) for c in cfgs]
     from .log import log
+    from .progress import Overall
     from .threads import cap_workers
 
     workers = cap_workers(workers, lambda m: log(progress, m))
@@ -67,9 +68,9 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
         futs = [pool.submit(_find_job, c.to_dict(), str(data_dir) if data_dir else None, str(store.root), command)
                 for c in cfgs]
         paths = []
+        overall = Overall("search", len(cfgs), progress)
         for c, f in zip(cfgs, futs):
             paths.append(Path(f.result()))
-            if progress:
-                import sys
-                print(f"seed {c.seed}: {paths[-1].name} done", file=sys.stderr, flush=True)
+            log(progress, f"seed {c.seed}: {paths[-1].name} done")
+            overall.step(len(paths))
     return [Run(p) for p in paths]

@@ -25,8 +25,8 @@ def density_axis(ax, ticks, what: str) -> None:
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.set_xticklabels([f"{t:g}" if what == "requested" else f"{t:.3g}" for t in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-    note = "ticks: requested levels, points at their measured density" if what == "requested" else "measured"
-    ax.set_xlabel(f"% of prunable weights remaining (log scale; {note})")
+    note = "ticks: requested, points: measured" if what == "requested" else "measured"
+    ax.set_xlabel(f"% of prunable weights remaining (log; {note})")
 
 
 def chance_line(ax, data_info: dict | None) -> None:
