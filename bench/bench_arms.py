@@ -10,7 +10,7 @@ temporary store, so nothing is reused between them; the two sides alternate (A, 
 sides are compared: worker processes must not change a single accuracy.
 The source is a small IMDB find run made once and kept in the bench cache.
 A level's time is the run's training phase (results.json `timing.train_seconds`) over the number of levels: within
-a transfer the levels share one pool of workers, so a single-level run (`--levels 16.9`) also charges the level with
+a transfer the levels share one pool of workers, so a single-level run (`--densities 16.9`) also charges the level with
 spawning the workers and their first-use costs (torch import, oneDNN kernels built per shape), which a transfer of
 several levels pays once.
 """

@@ -18,7 +18,7 @@ VOLATILE = ("seconds", "created", "finished")  # wall-clock fields: the only one
 def find_argv(data_dir, arch="cnn", levels=2, store="artifacts", extra=()):
     """The tiny find, with a *relative* store, so runs in different working dirs have the same `command`."""
     return [sys.executable, "-m", "ticketkit", "find", "imdb", arch, "--data-dir", str(data_dir), "--store", store,
-            "--levels", str(levels), *TINY_FLAGS, *extra]
+            "--rounds", str(levels), *TINY_FLAGS, *extra]
 
 
 def _drop_volatile(o, volatile=VOLATILE):

@@ -111,12 +111,12 @@ def _close(a: list, b: list) -> None:
 def test_transfer_with_stacked_arms_matches_one_after_another(tiny_data, tmp_path):
     """`ticketkit transfer --batch-arms yes` (CLI, fresh arm included) against the API one arm at a time, in fp32."""
     flags = ["--epochs", "2", "--batch-size", "32", "--max-train", "200", "--max-test", "100", "--precision", "fp32"]
-    run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", tmp_path / "a", "--levels", "2", "--epochs", "2",
+    run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", tmp_path / "a", "--rounds", "2", "--epochs", "2",
             "--vocab-size", "100", "--max-len", "32", "--num-filters", "8", "--embed-dim", "16", "--batch-size", "32",
             "--quiet")
     src = next((tmp_path / "a").glob("find-imdb-*"))
     shutil.copytree(src, tmp_path / "b" / src.name)
-    p = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "2", "--levels", "100,64", "--controls",
+    p = run_cli("transfer", str(src), "--to", "yelp2", "--n-seeds", "2", "--densities", "100,64", "--controls",
                 "random-prune,random-reinit", "--one-source", "--batch-arms", "yes", "--data-dir", tiny_data,
                 "--store", tmp_path / "a",
                 *flags, "--json")

@@ -125,7 +125,7 @@ def test_bad_input(case, tmp_path, tiny_data, ref):
     if argv[0] == "find":  # flags override a recipe, so a recipe case leaves its own key to the recipe
         flags = TINY_FLAGS if "--recipe" not in argv else [f for i, f in enumerate(TINY_FLAGS)
                                                            if "--epochs" not in TINY_FLAGS[max(i - 1, 0):i + 1]]
-        argv += ["--store", str(store), *flags, "--levels", "1", "--quiet"]
+        argv += ["--store", str(store), *flags, "--rounds", "1", "--quiet"]
     else:
         argv += ["--store", str(store)]
     before = listing(store)

@@ -45,7 +45,7 @@ def test_verify_takes_quiet_and_json_and_an_empty_store_is_one_line(tmp_path):
 
 def test_help_shows_defaults_choices_and_env_vars():
     find = run_cli("find", "--help").stdout
-    for text in ("[default: (20)]", "--prune [local|global]", "--schedule [iterative|oneshot|oneshot-levels]",
+    for text in ("[default: (20)]", "--scope [local|global]", "--schedule [iterative|oneshot|oneshot-levels]",
                  "--precision [auto|fp32|bf16]", "--pooling [mean|max]", "random-prune|random-prune-rows",
                  "--rewind [init|epoch:K|step:K|final]", "TICKETKIT_STORE", "TICKETKIT_DATA_DIR", "TICKETKIT_CACHE",
                  "TICKETKIT_MALLOC"):

@@ -129,7 +129,7 @@ def test_same_settings_reuse_the_finished_run(tiny_data, tmp_path, tiny_config):
 
 def test_cli_find_ls_show(tiny_data, tmp_path):
     store = tmp_path / "store"
-    p = run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--levels", "2", *TINY_FLAGS, "--quiet", "--json")
+    p = run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--rounds", "2", *TINY_FLAGS, "--quiet", "--json")
     out = json.loads(p.stdout)
     assert out["status"] == "complete" and len(out["levels"]) == 3
     ls = run_cli("ls", "--store", store)
@@ -176,7 +176,7 @@ def test_shipped_recipes_are_valid():
 def test_real_imdb_slice_smoke(shared_data, tmp_path):
     """A slice of the real IMDB data through the whole CLI: loads, tokenizes, trains, prunes, saves."""
     p = run_cli("find", "imdb", "cnn", "--data-dir", shared_data, "--store", tmp_path, "--max-train", "600",
-                "--max-test", "300", "--levels", "1", "--epochs", "2", "--vocab-size", "5000", "--max-len", "128",
+                "--max-test", "300", "--rounds", "1", "--epochs", "2", "--vocab-size", "5000", "--max-len", "128",
                 "--embed-dim", "32", "--num-filters", "16", "--quiet", "--json")
     out = json.loads(p.stdout)
     assert out["data"]["train_size"] == 540 and out["data"]["val_size"] == 60 and out["data"]["test_size"] == 300

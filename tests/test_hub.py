@@ -74,7 +74,7 @@ def level_files(run: Path) -> dict[str, str]:
 def run_dir(tiny_data, tmp_path_factory) -> Path:
     """A finished tiny run (2 levels) in a local store."""
     store = tmp_path_factory.mktemp("store")
-    cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--levels", "1", *TINY_FLAGS, "--epochs", "2", "--quiet",
+    cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--rounds", "1", *TINY_FLAGS, "--epochs", "2", "--quiet",
         env={"HF_HUB_OFFLINE": "1"})
     (run,) = [d for d in store.iterdir() if d.name.startswith("find-")]
     assert (run / "levels.csv").is_file()
@@ -421,14 +421,14 @@ def test_olah_pull_load_transfer(olah, run_dir, tiny_data, tmp_path):
     offline = {**env, "HF_HUB_OFFLINE": "1"}
     assert json.loads(cli("show", "hf://bob/imdb-run", "--level", "0", "--store", store, "--json", env=offline).stdout)["level"] == 0
     p = cli("transfer", "hf://bob/imdb-run", "--to", "yelp2", "--data-dir", tiny_data, "--store", store,
-            "--levels", "100", "--seeds", "1", "--no-fresh", "--controls", "none", "--epochs", "1", "--batch-size", "32",
+            "--densities", "100", "--n-seeds", "1", "--no-fresh", "--controls", "none", "--epochs", "1", "--batch-size", "32",
             "--quiet", "--json", env=offline)
     res = json.loads(p.stdout)
     report = Path(res["run"]) / "report.md"
     assert report.exists() and "yelp2" in report.read_text()
     # one level of a pulled run, by hf:// and --level (resolved by hub.resolve_ref, as `show` does)
     p = cli("transfer", "hf://bob/imdb-run", "--level", "1", "--to", "yelp2", "--data-dir", tiny_data, "--store", store,
-            "--levels", "100", "--seeds", "1", "--no-fresh", "--controls", "none", "--epochs", "1", "--batch-size", "32",
+            "--densities", "100", "--n-seeds", "1", "--no-fresh", "--controls", "none", "--epochs", "1", "--batch-size", "32",
             "--quiet", "--json", env=offline)
     one = json.loads(p.stdout)
     src = json.loads((Path(one["run"]) / "results.json").read_text())["source"]

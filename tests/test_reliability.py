@@ -175,7 +175,7 @@ def test_kill_and_resume_a_transfer_with_two_workers(tiny_data, tmp_path, tmp_pa
     and nothing half-written or stale is left."""
     src = reference_run(tmp_path_factory, tiny_data)
     argv = lambda store: [sys.executable, "-m", "ticketkit", "transfer", str(store / src.name), "--to", "yelp2",  # noqa: E731
-                          "--seeds", "2", "--levels", "100,64", "--controls", "random-prune", "--one-source",
+                          "--n-seeds", "2", "--densities", "100,64", "--controls", "random-prune", "--one-source",
                           "--workers", "2", "--data-dir", str(tiny_data), "--store", str(store), "--epochs", "2",
                           "--batch-size", "32", "--max-train", "200", "--max-test", "100", "--quiet"]
     stores = {}

@@ -209,7 +209,7 @@ def test_cli_find_seeds_three_runs_with_different_inits_and_masks(tiny_data, tmp
     from conftest import TINY_FLAGS, run_cli
     from ticketkit.ticket import Ticket
 
-    p = run_cli("find", "imdb", "cnn", "--seeds", "3", "--levels", "1", "--data-dir", tiny_data, "--store", tmp_path,
+    p = run_cli("find", "imdb", "cnn", "--n-seeds", "3", "--rounds", "1", "--data-dir", tiny_data, "--store", tmp_path,
                 *TINY_FLAGS, "--quiet", "--json")
     out = json.loads(p.stdout)
     assert [o["config"]["seed"] for o in out] == [0, 1, 2]

@@ -17,7 +17,7 @@ from ticketkit.transfer import (TransferConfig, arm_start, config_from_recipe, r
 
 TRANSFER_FLAGS = ["--epochs", "2", "--batch-size", "32", "--max-train", "200", "--max-test", "100"]
 # One source search, seeds varying the target training only: the mechanics of one transfer (replicates are below).
-ARMS_ARGS = ["--to", "yelp2", "--seeds", "2", "--levels", "100,64", "--controls", "random-prune,random-reinit",
+ARMS_ARGS = ["--to", "yelp2", "--n-seeds", "2", "--densities", "100,64", "--controls", "random-prune,random-reinit",
              "--one-source"]
 
 
@@ -37,7 +37,7 @@ def _metrics(rows) -> dict:
 def source_store(tmp_path_factory, tiny_data) -> Path:
     """A tiny finished IMDB find run (levels 100, 80, 64 %) in a store of its own."""
     store = tmp_path_factory.mktemp("source-store")
-    run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--levels", "2", *TINY_FLAGS, "--quiet")
+    run_cli("find", "imdb", "cnn", "--data-dir", tiny_data, "--store", store, "--rounds", "2", *TINY_FLAGS, "--quiet")
     return store
 
 
@@ -337,10 +337,10 @@ def test_config_validation_and_recipes(tmp_path):
 @pytest.mark.realdata
 def test_real_data_imdb_to_yelp2_smoke(shared_data, tmp_path):
     store = tmp_path / "store"
-    run_cli("find", "imdb", "cnn", "--data-dir", shared_data, "--store", store, "--levels", "1", "--rate", "0.5",
+    run_cli("find", "imdb", "cnn", "--data-dir", shared_data, "--store", store, "--rounds", "1", "--rate", "0.5",
             "--max-train", "300", "--max-test", "200", *TINY_FLAGS, "--epochs", "1", "--quiet")
-    p = run_cli("transfer", "--to", "yelp2", "--data-dir", shared_data, "--store", store, "--levels", "50",
-                "--seeds", "1", "--max-train", "300", "--max-test", "200", "--epochs", "1", "--batch-size", "32",
+    p = run_cli("transfer", "--to", "yelp2", "--data-dir", shared_data, "--store", store, "--densities", "50",
+                "--n-seeds", "1", "--max-train", "300", "--max-test", "200", "--epochs", "1", "--batch-size", "32",
                 "--quiet", "--json")
     res = json.loads(p.stdout)
     assert res["status"] == "complete" and res["data"]["test_size"] == 200 and res["data"]["train_size"] == 270
@@ -395,7 +395,7 @@ def test_seeds_are_independent_replicates_end_to_end(source_store, tiny_data, tm
     """--seeds 3 from a run: seed s searches the source again at seed s and transfers that search with its own
     fresh search and controls; the group's report takes intervals over the 3 independent seeds."""
     src = _copy_source(source_store, tmp_path)
-    p = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
+    p = run_cli("transfer", str(src), "--to", "yelp2", "--n-seeds", "3", "--densities", "100,64",
                 "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")
     out = json.loads(p.stdout)
     res = read_json(Path(out["run"]) / "results.json")
@@ -419,7 +419,7 @@ def test_seeds_are_independent_replicates_end_to_end(source_store, tiny_data, tm
     md = (Path(out["run"]) / "report.md").read_text()
     assert "independent" in md and "95%" in md and "Mask overlap" in md
     # the same command again reuses everything
-    again = run_cli("transfer", str(src), "--to", "yelp2", "--seeds", "3", "--levels", "100,64",
+    again = run_cli("transfer", str(src), "--to", "yelp2", "--n-seeds", "3", "--densities", "100,64",
                     "--data-dir", tiny_data, "--store", tmp_path, *TRANSFER_FLAGS, "--json", "--quiet")
     assert json.loads(again.stdout)["run"] == out["run"]
     assert _metrics(read_json(Path(out["run"]) / "results.json")["rows"]) == _metrics(res["rows"])

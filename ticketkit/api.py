@@ -38,7 +38,8 @@ class Reported:
 
 def report(ref: str, store=None) -> Reported:
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone, or
-    a sweep's report.md and cells.csv over all its cells. `ref` is a directory or a run name in the store."""
+    a sweep's report.md and cells.csv over all its cells, or a find run's lottery-ticket figure (with its
+    controls from the store). `ref` is a directory or a run name in the store."""
     from .report import render_report, summary_table
     from .report.transfer import flag_line, flagged_rows
 
@@ -48,7 +49,7 @@ def report(ref: str, store=None) -> Reported:
     if not p.exists():
         matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == ref or d.name.startswith(ref)]
         if len(matches) != 1:
-            raise TicketkitError(f"no single transfer run called {ref!r} in the store {st.root} "
+            raise TicketkitError(f"no single run called {ref!r} in the store {st.root} "
                                  f"({len(matches)} match): pass its directory; see `ticketkit ls`")
         p = matches[0]
     if (p / "sweep.json").exists():  # a sweep: one report over all its cells
@@ -57,8 +58,13 @@ def report(ref: str, store=None) -> Reported:
         md = report_sweep(p, cell_states(p))
         return Reported({"report": str(md), "csv": str(p / "cells.csv")},
                         f"{md.read_text().split('## Cells')[0].rstrip()}\nwrote {md}, {p / 'cells.csv'}")
+    if (p / "run.json").exists() and not (p / "results.json").exists():  # a find run: the lottery-ticket figure
+        from .report.lottery import report_find_run
+
+        res = report_find_run(p)
+        return Reported(res.data, res.text)
     if not (p / "results.json").exists():
-        raise TicketkitError(f"{p} has no results.json: pass a transfer run directory (made by `ticketkit transfer`)")
+        raise TicketkitError(f"{p} has no results.json: pass a find, transfer or sweep run directory (see `ticketkit ls`)")
     results = read_json(p / "results.json")
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
         raise TicketkitError(f"{p}/results.json is not a ticketkit transfer result (no 'rows' list)")

@@ -4,39 +4,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .cliopts import (EXIT_CODES, LazyChoice, OpenChoice, common_options, config_options, data_dir_option, output_options,
+from .cliopts import (EXIT_CODES, LazyChoice, OpenChoice, aliased_option, common_options, config_options, data_dir_option, output_options,
                       runtime_options, store_option, transfer_options)
+from .completion import complete_find_run, complete_report_ref, complete_sweep, complete_ticket_ref
 from .config import FindConfig
 from .registries import arch_names, dataset_names
 from .errors import TicketkitError
-
-
-class SigintFlag:
-    """First Ctrl-C: finish the current epoch, checkpoint, stop. Second Ctrl-C: stop now (last checkpoint stays)."""
-
-    def __init__(self):
-        self.hit = False
-
-    def __call__(self) -> bool:
-        return self.hit
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.hit:
-                raise KeyboardInterrupt
-            self.hit = True
-            click.echo("\ninterrupt: stopping after this epoch's checkpoint (Ctrl-C again to stop at once)", err=True)
-        self._old = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
+from .interrupt import SigintFlag
 
 
 def build_find_config(recipe: str | None, dataset: str | None, arch: str | None, flags: dict) -> FindConfig:
@@ -77,10 +56,10 @@ RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML fil
 @click.option("--dataset", "dataset_opt", default=None, metavar="NAME",
               help="the dataset, for a Hub id org/name (then ARCH may come first: `find --dataset org/name cnn`)")
 @click.option("--recipe", default=None, help=RECIPE_HELP)
-@click.option("--seeds", "n_seeds", type=int, default=None,
-              help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
+@aliased_option("--n-seeds", "n_seeds", ["--seeds"], type=int, default=None,
+                help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="with --seeds: run the searches in N worker processes, one thread each")
+              help="with --n-seeds: run the searches in N worker processes, one thread each")
 @config_options
 @common_options
 def find(dataset, arch, dataset_opt, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
@@ -136,7 +115,7 @@ def ls_cmd(store, hub_user, quiet, as_json):
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ticket_ref)
 @click.option("--level", default=None, help="a level index (3) or % weights remaining (16.9)")
 @store_option()
 @output_options("no warnings on stderr")
@@ -153,7 +132,7 @@ def show(ref, level, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("ref", required=False)
+@click.argument("ref", required=False, shell_complete=complete_ticket_ref)
 @store_option()
 @output_options()
 def verify(ref, store, quiet, as_json):
@@ -176,7 +155,7 @@ def _hub_progress(quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ticket_ref)
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="create the repo as private")
 @click.option("--level", default=None, help="push one level of a run: an index (3) or % weights remaining (16.9)")
@@ -258,7 +237,7 @@ def sweep_run(recipe, ray_address, workers, cpus_per_cell, quick, data_dir, stor
 
 
 @sweep.command("status")
-@click.argument("ref", metavar="SWEEP")
+@click.argument("ref", metavar="SWEEP", shell_complete=complete_sweep)
 @store_option("where to look SWEEP up by name")
 @output_options()
 def sweep_status(ref, store, quiet, as_json):
@@ -272,7 +251,7 @@ def sweep_status(ref, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("source", required=False)
+@click.argument("source", required=False, shell_complete=complete_find_run)
 @transfer_options(shared=False)
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
 @click.option("--recipe", default=None,
@@ -297,12 +276,13 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
 
 
 @main.command()
-@click.argument("ref", metavar="TRANSFER_RUN")
+@click.argument("ref", metavar="RUN", shell_complete=complete_report_ref)
 @store_option("where to look the run up by name")
 @output_options("no flagged-cell lines on stderr")
 def report(ref, store, quiet, as_json):
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
-    (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells)."""
+    (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells). For a find run: the
+    lottery-ticket figure, test accuracy vs % weights remaining, with its controls from the store when present."""
     from .api import report as build_report
 
     rep = build_report(ref, store)
@@ -312,7 +292,7 @@ def report(ref, store, quiet, as_json):
 
 
 @main.command()
-@click.argument("refs", nargs=-1, metavar="RUN_OR_TRANSFER...")
+@click.argument("refs", nargs=-1, metavar="RUN_OR_TRANSFER...", shell_complete=complete_ticket_ref)
 @click.option("--arm", default="transferred", show_default=True, help="the arm of a transfer run to compare")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="where compare.md, points.csv and the PNGs go (default ./compare-<hash>)")

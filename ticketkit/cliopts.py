@@ -91,6 +91,42 @@ def _shown_default(f: dataclasses.Field) -> str | bool:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _warn_alias(ctx, param, value):
+    """A deprecated flag name: one line on stderr, then its value goes where the new name's would."""
+    if value is None or value is False:
+        return value
+    dest, new = param.metadata_dest, param.metadata_new
+    if ctx.params.get(dest) not in (None, False):
+        raise click.BadParameter(f"{param.opts[0]} is the old name of {new}: give only {new}", ctx, param)
+    click.echo(f"warning: {param.opts[0]} is deprecated, use {new} (same meaning; it will be removed)", err=True)
+    ctx.meta[f"alias:{dest}"] = value
+    ctx.params[dest] = value
+    return value
+
+
+def _take_alias(ctx, param, value):
+    """The new name's callback: given, it wins; not given, a deprecated alias's value (processed first) is used."""
+    old = ctx.meta.get(f"alias:{param.name}")
+    if old is None or value in (None, False):
+        return value if old is None else old
+    raise click.BadParameter(f"an old name of {param.opts[0]} was also given: give only {param.opts[0]}", ctx, param)
+
+
+def aliased_option(name: str, dest: str, aliases=(), **kw):
+    """click.option(name, dest, **kw) plus a hidden option per old name in `aliases` that warns when used and fills
+    `dest`. click processes given options before absent ones, so the alias's value is in place when the new name's
+    callback runs; both given is a usage error. Old names never reach a config, so run names do not change."""
+    def deco(fn):
+        for old in aliases:
+            opt = click.Option([old, f"alias__{dest}__{old.lstrip('-').replace('-', '_')}"], expose_value=False,
+                               hidden=True, callback=_warn_alias, is_flag=kw.get("is_flag", False),
+                               type=None if kw.get("is_flag") else kw.get("type"))
+            opt.metadata_dest, opt.metadata_new = dest, name
+            fn.__dict__.setdefault("__click_params__", []).append(opt)
+        return click.option(name, dest, callback=_take_alias if aliases else None, **kw)(fn)
+    return deco
+
+
 def _field_option(path, f: dataclasses.Field, tp):
     m = f.metadata
     name = m.get("flag") or f.name.replace("_", "-")
@@ -108,7 +144,7 @@ def _field_option(path, f: dataclasses.Field, tp):
         else:
             kw["type"] = _click_type(m.get("cli_type") or (str if typing.get_origin(tp) is list else tp))
         kw.update(default=None, show_default=_shown_default(f))
-    return click.option(f"--{name}", f"cfg__{'__'.join(path)}", **kw)
+    return aliased_option(f"--{name}", f"cfg__{'__'.join(path)}", [f"--{a}" for a in m.get("aliases", ())], **kw)
 
 
 def config_options(fn):
@@ -158,8 +194,22 @@ def _to_env(var: str):
     return callback
 
 
+def _threads(ctx, param, value):
+    from .threads import apply
+
+    try:
+        apply(value)
+    except TicketkitError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+    return value
+
+
 def runtime_options(fn):
-    """Process settings of the commands that train: where encoded data is cached, and the allocator."""
+    """Process settings of the commands that train: cores, where encoded data is cached, and the allocator."""
+    fn = click.option("--threads", type=int, envvar="TICKETKIT_THREADS", show_envvar=True, expose_value=False,
+                      show_default="the cores this process may use", callback=_threads, is_eager=True,
+                      help="cores to use in all: caps --workers and every thread pool; training stays at one thread "
+                           "per process, so results and run names do not depend on it")(fn)
     fn = click.option("--cache", type=click.Path(file_okay=False), envvar="TICKETKIT_CACHE", show_envvar=True,
                       show_default="~/.cache/ticketkit", expose_value=False, callback=_to_env("TICKETKIT_CACHE"),
                       help="where tokenized datasets are cached")(fn)

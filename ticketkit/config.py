@@ -106,14 +106,15 @@ SCHEDULES = ("iterative", "oneshot", "oneshot-levels")
 @dataclass
 class PruneHparams:
     method: str = field(default="magnitude", metadata=flag("how weights are scored for pruning (the registered methods)", choices=method_names))
-    scope: str = field(default="local", metadata=flag("local (same rate per layer) or global (one threshold)", name="prune",
+    scope: str = field(default="local", metadata=flag("local (same rate per layer) or global (one threshold)", name="scope", aliases=("prune",),
                                                                                   choices=("local", "global")))
     schedule: str = field(default="iterative", metadata=flag(
         "iterative (a rate per round) | oneshot (straight to --target) | oneshot-levels (each level in one shot from "
         "the one dense training, to the iterative schedule's per-layer counts at that round)",
         choices=("iterative", "oneshot", "oneshot-levels")))
     rate: float = field(default=0.2, metadata=flag("fraction of remaining weights pruned per round"))
-    levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative, oneshot-levels)"))
+    levels: int = field(default=28, metadata=flag("pruning rounds after the dense level 0 (iterative, oneshot-levels)",
+                                                                 name="rounds", aliases=("levels",)))
     target: Optional[float] = field(default=None, metadata=flag("fraction of prunable weights to keep; iterative stops there, oneshot goes there"))
     rewind: str = field(default="init", metadata=flag(
         "init, epoch:K or step:K (late resetting: the weights after K epochs or optimizer steps), or final (fine-tuning)",
@@ -227,12 +228,13 @@ class TransferConfig:
                                                                       suggest=dataset_names))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata=flag(  # an int N means seeds 0..N-1
         "N independent replicates, seeds 0..N-1: seed s re-runs the source search, the fresh search and every control "
-        "at seed s (init, split, data order, dropout)", cli_type=int))
+        "at seed s (init, split, data order, dropout)", cli_type=int, name="n-seeds", aliases=("seeds",)))
     independent: bool = field(default=True, metadata=flag(
         "one source search for every seed (seeds then vary only the target training: intervals cover training noise "
         "only)", name="one-source", negate=True))
     levels: list[float] = field(default_factory=lambda: list(DEFAULT_LEVELS), metadata=flag(  # % of prunable weights
-        "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2"))
+        "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2", name="densities",
+        aliases=("levels",)))
     controls: list[str] = field(default_factory=lambda: ["random-prune", "random-prune-rows", "random-reinit"], metadata=flag(
         "comma-separated random controls: random-prune,random-prune-rows,random-reinit (or none)"))
     fresh: bool = field(default=True, metadata=flag(
@@ -265,10 +267,10 @@ class TransferConfig:
         from .models import MODELS
 
         _check(check_name(self.target) is None, "transfer.target", str(check_name(self.target)))
-        _check(len(self.seeds) > 0, "transfer.seeds", "need at least one seed, e.g. --seeds 3")
+        _check(len(self.seeds) > 0, "transfer.seeds", "need at least one seed, e.g. --n-seeds 3")
         _check(all(isinstance(s, int) and s >= 0 for s in self.seeds), "transfer.seeds", f"must be non-negative integers, got {self.seeds}")
         _check(len(set(self.seeds)) == len(self.seeds), "transfer.seeds", f"repeats a seed: {self.seeds}")
-        _check(len(self.levels) > 0, "transfer.levels", "need at least one level, e.g. --levels 100,16.9,2.9")
+        _check(len(self.levels) > 0, "transfer.levels", "need at least one level, e.g. --densities 100,16.9,2.9")
         _check(all(0 < x <= 100 for x in self.levels), "transfer.levels", f"are % weights remaining, each in (0, 100]; got {self.levels}")
         _check(len(set(self.levels)) == len(self.levels), "transfer.levels", f"repeats a level: {self.levels}")
         bad = [c for c in self.controls if c not in CONTROLS]

@@ -229,8 +229,7 @@ def prepare_data(data_hp, seed: int, data_dir=None, cache_dir=None, tokenizer=No
             **{f"{k}_size": len(getattr(splits, k)) for k in ("train", "val", "test")},
             **{f"{k}_fingerprint": getattr(splits, k).fingerprint() for k in ("train", "val", "test")},
             # what the classes mean (class i is named classes[i]; a prediction maps back with it), what a constant
-            # predictor scores on this test split (the report's chance line), and where the data came from
-            # (from the Hub: hub_id, revision = the commit read, splits = ours -> theirs)
+            # predictor scores on this test split (the figures' chance line), and where the data came from
             "num_classes": raw.num_classes, "classes": list(raw.classes),
             "chance_accuracy": float(np.bincount(splits.test.labels).max() / max(len(splits.test), 1)),
             # what was read, for config.json and the model card: the files or the Hub revision, and the full

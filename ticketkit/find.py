@@ -27,6 +27,7 @@ from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
+from .progress import Overall
 from .prune import densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, link_duplicates, pick_level
@@ -273,6 +274,7 @@ class _Search:
         rewind_state = self.init
         rows, level = [], 0
         trained_prev = dense = None
+        overall = Overall("level", pr.n_rounds() + 1, self.progress, f"[{rd.name}] ")
         while True:
             ld = rd / f"level-{level:02d}"
             tp = rd / "trained" / f"level-{level:02d}.safetensors"  # where runs before trained.safetensors kept them
@@ -287,6 +289,7 @@ class _Search:
                     rewind_state = t.rewind
                 row = t.config["summary"]
                 _log(self.progress, f"[{rd.name}] level {level}: reusing finished ticket ({row['density_prunable']:.2%} remaining)")
+                overall.line(level + 1, reused=True)
             else:
                 if level == 0 or point is not None:
                     start = self.init if level == 0 else rewind_state
@@ -298,6 +301,7 @@ class _Search:
                     rewind_state = res.snapshots[late]
                 ticket_rewind = rewind_state if (point is not None or level == 0) else start
                 self.save_ticket(ld, level, self.init, masks, ticket_rewind, row, trained)
+                overall.step(level + 1)
             rows.append(row)
             if level == 0:
                 dense = trained
@@ -346,7 +350,9 @@ class _Search:
         gen = prune_generator(cfg.seed)
         reinit = functools.cache(lambda: reinit_weights(cfg.model, self.vocab, cfg.seed))
         rows, prev = [], None
-        for i, src_dir in enumerate(self.source.ticket_paths()):
+        paths = self.source.ticket_paths()
+        overall = Overall("level", len(paths), self.progress, f"[{rd.name}] ")
+        for i, src_dir in enumerate(paths):
             src = Ticket.load(src_dir)
             # every level is drawn, finished or not, so the generator stays in step on a resume
             init, masks, start = apply_control(cfg.prune.control, src.init, src.masks, src.rewind,
@@ -355,9 +361,11 @@ class _Search:
             ld = rd / f"level-{i:02d}"
             if (ld / "manifest.json").exists():
                 rows.append(Ticket.load(ld).config["summary"])
+                overall.line(i + 1, reused=True)
                 continue
             res, row = self.train_level(i, masks, start)
             self.save_ticket(ld, i, init, masks, start, row, res.best_state)
+            overall.step(i + 1)
             rows.append(row)
         return rows
 

@@ -138,7 +138,7 @@ def prune_global(scores: dict[str, torch.Tensor], masks: Masks, rate: float, lay
     The output layer stands outside the threshold and is pruned on its own at `output_factor` x rate (as local
     pruning does), so that the one small layer every prediction goes through is not thinned at the embedding's pace."""
     if layer_rates:
-        raise TicketkitError("prune.layer_rates applies to local pruning only: drop it or use --prune local")
+        raise TicketkitError("prune.layer_rates applies to local pruning only: drop it or use --scope local")
     out = {}
     if output_layer in masks and output_factor != 1.0:
         out = prune_local(scores, {output_layer: masks[output_layer]}, rate * output_factor, floor=floor)

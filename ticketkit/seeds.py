@@ -21,7 +21,7 @@ from .errors import TicketkitError
 
 def seed_list(first: int, n: int) -> list[int]:
     if n < 1:
-        raise TicketkitError(f"--seeds must be at least 1, got {n}")
+        raise TicketkitError(f"--n-seeds must be at least 1, got {n}")
     return list(range(first, first + n))
 
 
@@ -58,14 +58,19 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
     if workers <= 1 or len(cfgs) == 1:
         return [find_ticket(c, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
                             stop_flag=stop_flag) for c in cfgs]
+    from .log import log
+    from .progress import Overall
+    from .threads import cap_workers
+
+    workers = cap_workers(workers, lambda m: log(progress, m))
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(min(workers, len(cfgs)), mp_context=ctx, initializer=_worker_init) as pool:
         futs = [pool.submit(_find_job, c.to_dict(), str(data_dir) if data_dir else None, str(store.root), command)
                 for c in cfgs]
         paths = []
+        overall = Overall("search", len(cfgs), progress)
         for c, f in zip(cfgs, futs):
             paths.append(Path(f.result()))
-            if progress:
-                import sys
-                print(f"seed {c.seed}: {paths[-1].name} done", file=sys.stderr, flush=True)
+            log(progress, f"seed {c.seed}: {paths[-1].name} done")
+            overall.step(len(paths))
     return [Run(p) for p in paths]

@@ -99,12 +99,13 @@ class Store:
             return out
         if (d / "results.json").exists():
             try:  # a transfer run writes its status into results.json after every cell
-                status = read_json(d / "results.json").get("status", "complete")
+                res = read_json(d / "results.json")
+                status = res.get("status", "complete")
             except (TicketkitError, AttributeError):
                 return {"name": name, "path": str(d), "kind": "transfer", "status": "corrupt"}
             if status == "running" and not self._locked(d.name):
                 status = "interrupted"
-            return {"name": name, "path": str(d), "kind": "transfer", "status": status}
+            return {"name": name, "path": str(d), "kind": "transfer", "status": status, **transfer_summary(res)}
         if (d / "sweep.json").exists():  # `ticketkit sweep status` tells its cells' states
             return {"name": name, "path": str(d), "kind": "sweep", "status": "sweep"}
         if is_ticket_dir(d):
@@ -152,6 +153,19 @@ class Store:
         if not levels:
             raise TicketkitError(f"{p} holds no tickets (no level-NN/ with a manifest): is the run finished? see `ticketkit show {p}`")
         return pick_level(levels, level)
+
+
+def transfer_summary(res: dict) -> dict:
+    """What `ls` shows of a transfer run: its settings, arms, and the transferred arm's mean test accuracy per
+    requested level (% remaining -> accuracy)."""
+    rows = [r for r in res.get("rows", []) if isinstance(r, dict)]
+    acc: dict = {}
+    for r in rows:
+        if r.get("arm") == "transferred" and isinstance(r.get("test_accuracy"), (int, float)):
+            acc.setdefault(float(r["level"]), []).append(r["test_accuracy"])
+    return {"config": res.get("config", {}), "source": res.get("source", {}), "target": res.get("target"),
+            "arms": sorted({str(r.get("arm")) for r in rows}),
+            "transferred": {lv: sum(v) / len(v) for lv, v in sorted(acc.items(), reverse=True)}}
 
 
 def is_ticket_dir(p: Path) -> bool:

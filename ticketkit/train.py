@@ -249,7 +249,7 @@ def run_epoch(model, opt, masker, feed: Feed, hp, seed: int, epoch: int, amp, de
     model.train()
     n, it = feed.epoch(hp.batch_size, epoch_generator(seed, epoch), hp.bucketing)
     # disable=None: bars only on a terminal, so logs and CI output stay readable (the epoch lines still print).
-    bar = tqdm(it, total=n, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=False, disable=None if progress else True, unit="batch")
+    bar = tqdm(it, total=n, desc=f"{desc} epoch {epoch + 1}/{hp.epochs}", leave=True, disable=None if progress else True, unit="batch")
     loss_sum, n_seen = None, 0
     on = None if active is None or all(active) else torch.tensor([a for a, x in enumerate(active) if x], device=feed.device)
     for idx, ids, lengths, labels in bar:

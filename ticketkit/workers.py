@@ -1,6 +1,6 @@
 """Worker processes that do not outlive their parent.
 
-A pool worker (a sweep's, a transfer's, find --seeds') whose parent is SIGKILLed is re-parented and would train on,
+A pool worker (a sweep's, a transfer's, find --n-seeds') whose parent is SIGKILLed is re-parented and would train on,
 holding its memory, for nobody. `exit_with_parent()`, called in each pool's initializer, starts a daemon thread that
 notices the re-parenting within `POLL_SECONDS` and ends the worker. Its checkpoints stay: the same command resumes.
 """

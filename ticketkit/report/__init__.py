@@ -2,6 +2,8 @@
 
     tables.py     format_table: the plain-text layout all of them share
     levels.py     a find run's levels (the table `find`/`show` print, levels.csv)
+    lottery.py    `report <find run>`: accuracy vs % remaining of one IMP run and its controls from the store
+    figures.py    what the accuracy-vs-density figures share (log x, ticks, dodged arms, chance line, dense names)
     transfer.py   a transfer experiment (results.csv, report.md, accuracy_vs_density.png, paired differences)
     stats.py      means over usable seeds, t-intervals only for n >= 3, what a flagged cell is
     sweep.py      a sweep (status table, report.md and cells.csv over its cells, and its conditions compared)

@@ -148,9 +148,8 @@ def plot_axis(points: list[dict], design: Design, axis: str, path, title: str):
     n >= 3), flagged cells hollow, log x decreasing to the right. matplotlib's object API: no pyplot state."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, NullFormatter
-
     from ..fsio import write_with
+    from .figures import density_axis, dodge
 
     facets = design.facets(axis)
     fig = Figure(figsize=(6.5 * len(facets), 4.6))
@@ -159,12 +158,13 @@ def plot_axis(points: list[dict], design: Design, axis: str, path, title: str):
     any_hollow = False
     for ax, facet in zip(axs, facets):
         xs_all = []
-        for i, (value, rows) in enumerate(curves(points, design, axis, facet).items()):
+        cs = curves(points, design, axis, facet)
+        for i, (value, rows) in enumerate(cs.items()):
             color = f"C{i}"
             pts = [r for r in rows if r["mean"] is not None]
             label = f"{axis}={_fmt(value)}" + (" (reference)" if value == ref else "")
             if pts:
-                xs = [r["x"] for r in pts]
+                xs = [dodge(r["x"], i, len(cs)) for r in pts]  # values at one density side by side
                 ax.plot(xs, [r["mean"] for r in pts], marker="o", color=color, label=label,
                         linewidth=2.2 if value == ref else 1.5)
                 has = [r["ci"] is not None for r in pts]
@@ -172,21 +172,14 @@ def plot_axis(points: list[dict], design: Design, axis: str, path, title: str):
                     ax.fill_between(xs, [r["ci"][0] if r["ci"] else r["mean"] for r in pts],
                                     [r["ci"][1] if r["ci"] else r["mean"] for r in pts], where=has, color=color,
                                     alpha=0.15, linewidth=0)
-                xs_all += xs
-            hollow = [h for r in rows for h in r["hollow"]]
+                xs_all += [r["x"] for r in pts]
+            hollow = [(dodge(h[0], i, len(cs)), h[1]) for r in rows for h in r["hollow"]]
             if hollow:
                 any_hollow = True
                 ax.scatter(*zip(*hollow), facecolors="none", edgecolors=color, s=45, zorder=3,
                            label=None if pts else f"{label} (all flagged)")
-                xs_all += [h[0] for h in hollow]
-        ax.set_xscale("log")
-        ax.invert_xaxis()  # sparser to the right, as in the lottery-ticket papers
-        if xs_all:
-            ticks = sorted({round(x, 3) for x in xs_all})
-            ax.xaxis.set_major_locator(FixedLocator(ticks))
-            ax.set_xticklabels([f"{t:.3g}" for t in ticks], fontsize=7)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("% of prunable weights remaining (measured, log scale)")
+                xs_all += [h[0] for r in rows for h in r["hollow"]]
+        density_axis(ax, xs_all, "measured")  # the rows' `% remaining` are measured too
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(_where(facet) or title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)

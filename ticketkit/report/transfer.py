@@ -12,6 +12,7 @@ import json
 
 from ..controls import CONTROLS
 from ..overlap import overlap_markdown, overlap_summary
+from .figures import dense_name
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
@@ -136,7 +137,9 @@ def _accuracy_table(results: dict) -> tuple[list, list]:
     rows = results.get("rows", [])
     arms = _arms(rows)
     dense = _fmt(dense_rows(results))
-    head = ["% requested", "% remaining", "% all", "% embedding", "% rest", "% output", "dense", *arms]
+    dense_head = dense_name(_rewind(results), True)
+    head = ["% requested", "% remaining", "% all", "% embedding", "% rest", "% output",
+            "dense" if dense_head == dense_name(None, True) else dense_head, *arms]
     if "fresh" in arms:
         head.append("fresh % remaining")
     body = []
@@ -179,7 +182,8 @@ def summary_table(results: dict) -> str:
     src = results.get("source", {})
     oov = results.get("oov_rate")
     lines = [f"transfer {src.get('dataset', '?')} -> {results.get('target', '?')} ({src.get('arch', '?')}): "
-             f"test accuracy %, mean ± sd over usable seeds" + (f"; OOV rate {oov * 100:.2f}%" if oov is not None else ""),
+             "test accuracy %, " + ("mean ± sd over usable seeds" if len(_seeds(results)) > 1 else "one seed")
+             + (f"; OOV rate {oov * 100:.2f}%" if oov is not None else ""),
              design(results), format_table(head, body)]
     comps = paired_comparisons(results)
     if comps:
@@ -231,10 +235,13 @@ def render_markdown(results: dict) -> str:
         out.append(f"- Command: `{results['command']}`")
     head, body = _accuracy_table(results)
     out += ["", "## Test accuracy (%)", "",
-            "Mean ± sd over the seeds whose cell is not flagged (collapsed, dead units or undertrained; those are "
-            "counted in brackets and listed below). `% remaining` is the measured density of the prunable weights, "
-            "`% all` counts biases too; `% embedding`, `% rest` (everything but the embedding) and `% output` are "
-            "measured per layer group; `dense` is the unpruned network under the same protocol.", "",
+            ("Mean ± sd over the seeds" if len(seeds) > 1 else "One seed (no sd)")
+            + " whose cell is not flagged (collapsed, dead units or undertrained; those are counted in brackets and "
+            "listed below). `% remaining` is the measured density of the prunable weights, `% all` counts biases "
+            "too; `% embedding`, `% rest` (everything but the embedding) and `% output` are "
+            "measured per layer group; `dense` is the unpruned network under the same protocol (under late "
+            "resetting: the source's weights at the rewind point, unpruned; the fresh arm's 100 % is the dense training from init).",
+            "",
             _md_table(head, body)]
     comps = paired_comparisons(results)
     if comps:
@@ -263,28 +270,33 @@ def render_markdown(results: dict) -> str:
     return "\n".join(out)
 
 
-def plot_accuracy(results: dict, path) -> None:
-    """Accuracy against % weights remaining: log x decreasing to the right, one line per arm (mean of the usable
-    seeds, ±sd band for n > 1), flagged cells as hollow markers, the dense accuracy as a horizontal reference.
-    Uses matplotlib's object API (Figure), so the caller's pyplot state and backend are left alone."""
+def _rewind(results: dict) -> str | None:
+    return results.get("source", {}).get("find", {}).get("prune", {}).get("rewind")
+
+
+def plot_accuracy(results: dict, path):
+    """Accuracy against % weights remaining: log x decreasing to the right, ticks at the requested levels (the
+    rows'), one line per arm (mean of the usable seeds, ±sd band for n > 1) dodged so arms at one density stay
+    visible, flagged cells hollow, the unpruned reference and the majority-class chance line horizontal. Returns the
+    matplotlib Figure it wrote."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, NullFormatter
 
     from ..fsio import write_with
+    from .figures import chance_line, density_axis, dodge
 
     rows = results.get("rows", [])
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
-    xs_all: list = []
     any_flagged = False
-    for arm in _arms(rows):
+    arms = _arms(rows)
+    for i, arm in enumerate(arms):
         pts, hollow = [], []
         for level in _levels(results):
             rs = _cell(rows, arm, level)
             if not rs:
                 continue
-            x = sum(r["density_prunable"] for r in rs) / len(rs) * 100
+            x = dodge(sum(r["density_prunable"] for r in rs) / len(rs) * 100, i, len(arms))
             ok = usable(rs)
             if ok:
                 m, s = mean_sd([r["test_accuracy"] * 100 for r in ok])
@@ -294,37 +306,28 @@ def plot_accuracy(results: dict, path) -> None:
             continue
         pts.sort(reverse=True)
         color = None
+        label = f"{arm} (its 100 %: {dense_name(None, False)})" if arm == "fresh" and \
+            dense_name(_rewind(results), True) != dense_name(None, True) else arm
         if pts:
             xs, ms, ss = zip(*pts)
-            xs_all += xs
-            line, = ax.plot(xs, ms, marker="o", label=arm)
+            line, = ax.plot(xs, ms, marker="o", label=label)
             color = line.get_color()
             if any(s > 0 for s in ss):
                 ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)], color=color, alpha=0.15)
         if hollow:
             any_flagged = True
             hx, hy = zip(*hollow)
-            xs_all += hx
             ax.scatter(hx, hy, facecolors="none", edgecolors=color or "grey", s=45, zorder=3,
                        label=None if pts else f"{arm} (all flagged)")
     dense = usable(dense_rows(results))
     if dense:
         m, s = mean_sd([r["test_accuracy"] * 100 for r in dense])
-        ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"dense ({m:.2f})")
+        ax.axhline(m, color="black", linestyle="--", linewidth=1, label=f"{dense_name(_rewind(results), True)} ({m:.2f})")
         if s > 0:
             ax.axhspan(m - s, m + s, color="black", alpha=0.07)
-    chance = (results.get("data") or {}).get("chance_accuracy")
-    if chance is not None:  # what always answering the test split's most frequent class scores, for any k classes
-        ax.axhline(chance * 100, color="grey", linestyle=":", linewidth=1, label=f"chance ({chance * 100:.2f})")
-    ax.set_xscale("log")
-    ax.invert_xaxis()  # sparser to the right, as in the lottery-ticket papers
-    if xs_all:  # ticks at the measured densities, labelled in plain %
-        ticks = sorted(set(round(x, 3) for x in xs_all))
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.set_xticklabels([f"{t:.3g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    chance_line(ax, results.get("data"))
+    density_axis(ax, _levels(results), "requested")
     src = results.get("source", {})
-    ax.set_xlabel("% of prunable weights remaining (measured, log scale)")
     ax.set_ylabel(f"{results.get('target', 'target')} test accuracy (%)")
     n = len(_seeds(results))
     ax.set_title(f"{src.get('dataset', '?')} ticket → {results.get('target', '?')} ({src.get('arch', '?')}), "
@@ -338,6 +341,7 @@ def plot_accuracy(results: dict, path) -> None:
     ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
     write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    return fig
 
 
 def render_report(results: dict, out_dir) -> dict:

@@ -4,6 +4,7 @@ concurrent.futures' or Ray's, not ours."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +89,20 @@ def _run_pool(todo, done, args, push, workers, view, threads):
     # Every native thread pool of a worker (OpenMP, MKL, OpenBLAS, the tokenizer's rayon), not only torch's, gets
     # `threads`, as Ray does for its workers: N workers x all cores each would oversubscribe the machine. The
     # spawned children read these when they start, so they are set around the pool's lifetime only.
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update({k: str(threads) for k in THREAD_ENV if saved[k] is None})
+    from ..threads import ENV, SET_HERE, cap_workers, share
+
+    workers = cap_workers(workers, lambda m: print(m, file=sys.stderr, flush=True))
+    saved = {k: os.environ.get(k) for k in (*THREAD_ENV, ENV)}
+    os.environ.update({k: str(threads) for k in THREAD_ENV if saved[k] is None or k in SET_HERE})
+    os.environ[ENV] = str(share(workers))  # a transfer cell's own workers are capped at the cell's share
     try:
         _pool_loop(waiting, running, done, args, push, workers, view, threads)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _pool_loop(waiting, running, done, args, push, workers, view, threads):

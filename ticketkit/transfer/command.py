@@ -21,7 +21,7 @@ def _csv_list(value: str | None, what: str, conv=str) -> list | None:
     try:
         return [conv(x.strip()) for x in value.split(",") if x.strip()]
     except ValueError:
-        raise TicketkitError(f"--{what} {value!r}: expected a comma-separated list, e.g. --levels 100,16.9,2.9") from None
+        raise TicketkitError(f"--{what} {value!r}: expected a comma-separated list, e.g. --densities 100,16.9,2.9") from None
 
 
 def _dest(path: tuple) -> str:

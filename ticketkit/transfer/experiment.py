@@ -17,6 +17,7 @@ from ..data import data_identity, load_tokenizer, prepare_data, split_identity
 from ..find import Run, _sweep, _versions, same_data
 from ..fsio import read_json, write_json
 from ..log import log as _log
+from ..progress import Overall
 from ..diagnostics import DIAGNOSTIC_KEYS
 from ..errors import TicketkitError
 from ..prune import densities
@@ -56,6 +57,9 @@ class TransferRun:
 
 class _Transfer(Executors):
     def __init__(self, cfg: TransferConfig, src: Source, store: Store, data_dir, progress, command, stop_flag, device):
+        from ..threads import cap_workers
+
+        cfg = replace(cfg, workers=cap_workers(cfg.workers, lambda m: _log(progress, m)))  # never more than the cores
         self.cfg, self.src, self.store, self.data_dir = cfg, src, store, data_dir
         self.progress, self.command, self.stop_flag, self.device = progress, command, stop_flag, device
         self.name = cfg.run_name(src)
@@ -228,6 +232,9 @@ class _Transfer(Executors):
         done = {_key(r): r for r in self.res["rows"]}
         self.by_digest = {(r["digest"], r["seed"]): r for r in self.res["rows"] if "shared_with" not in r}
         queue = [c for c in self.cells(plan) if c.key not in done]
+        n_fresh = sum(p["requested_by_user"] for p in plan) * len(cfg.seeds) if cfg.fresh else 0
+        self.overall = Overall("cell", len(self.cells(plan)) + n_fresh, self.progress, f"[{self.name}] ")
+        self.overall.line(len(done), reused=True)
         fresh_cfg = self.fresh_config(plan) if cfg.fresh else None
         # Cells that are the fresh search's own dense training wait for it instead of training it a second time.
         queue, waiting = self._split_dense(queue, fresh_cfg)
@@ -280,6 +287,8 @@ class _Transfer(Executors):
         _log(self.progress, f"[{self.name}] {cell.arm:>13} {cell.level:>5g}% (measured {dens['prunable']:.2%}) seed {cell.seed}: "
                             f"test accuracy {metrics['test_accuracy']:.4f}"
                             + (f" (same training as {shared_with})" if shared_with else f" ({metrics['seconds']:.0f}s)"))
+        if getattr(self, "overall", None) is not None:
+            self.overall.step(len(rows))
 
     def _reuse(self, cell: _Cell, masks: dict, start: dict, dg: str) -> bool:
         """A bit-identical training already finished (another arm at the same point): record it for this arm."""
