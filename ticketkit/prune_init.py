@@ -1,0 +1,130 @@
+"""Pruning at initialisation: SNIP (Lee et al. 2019) and SynFlow (Tanaka et al. 2020), the baselines Frankle et al.
+(2021) set beside IMP. Both score the *initial* weights; `prune_at_init` turns scores into a mask with exactly the
+survivor counts the IMP schedule reaches at a level (the same local/global scope, output layer at its reduced rate
+and layer floor as magnitude pruning: `like` carries those counts), so a level's SNIP, SynFlow and IMP tickets have
+the same density and differ only in which weights they keep.
+
+  snip     |dL/dw * w| summed over `score_batches` training batches, in eval mode (no dropout, so the score is a
+           function of the init and the batches alone), one shot.
+  synflow  data-free: every weight replaced by |w * mask|, the network run in float64 on an all-ones input, R = sum of
+           the logits, score |dR/dw * w|; iterated `rounds` times (100 by default, as Tanaka et al.) with the density
+           shrinking exponentially to the target, rescoring the survivors each round.
+
+Text models take token ids, so "all-ones input" needs a reading: the embedding is treated as a linear layer over an
+all-ones (every word at once) input, so every position's embedded vector is the column sums of |E| and the
+embedding's own |W| is a factor of R like any layer's (each row of a column shares that column's gradient; the
+[PAD] row is zero at init, so it scores 0). The sequence is one review of `SYNFLOW_LEN` real tokens.
+Non-linear parts: ReLU and GELU pass positive inputs (nearly) unchanged; attention over identical positive inputs
+is an average; LayerNorm would subtract the mean of a positive vector and break positivity, so it is bypassed
+(identity) while scoring; the LSTM's sigmoid/tanh gates are run as they are (they saturate on positive inputs, so
+LSTM SynFlow scores are small, which float64 keeps distinct; reported, not fixed).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .prune import METHODS, Masks, PruneContext, prune_like, register_method  # noqa: F401 (METHODS: with these)
+
+SYNFLOW_LEN = 32  # real tokens in SynFlow's one all-ones review (at least the CNN's widest filter)
+
+
+def _masked_copy(model: nn.Module, masks: Masks, dtype, absolute: bool = False) -> nn.Module:
+    """A copy of `model` in `dtype`, eval mode, its masked weights (|w| under `absolute`) requiring gradients."""
+    m = copy.deepcopy(model).to(dtype).eval()
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n in masks:
+                p.mul_(masks[n].to(p.dtype))
+            if absolute:
+                p.abs_()
+    m.zero_grad(set_to_none=True)
+    return m
+
+
+@register_method("snip", at_init=True)
+def snip_scores(weights, masks: Masks, context: PruneContext) -> dict:
+    """Connection sensitivity |dL/dc| at c = 1, which is |dL/dw * w|, over the context's batches."""
+    m = _masked_copy(context.model, masks, torch.float32)
+    for ids, lengths, labels in context.batches:
+        F.cross_entropy(m(ids, lengths), labels).backward()  # gradients add up over the batches
+    params = dict(m.named_parameters())
+    return {n: (params[n].grad * params[n]).detach().abs() for n in masks}
+
+
+class _AllOnesEmbedding(nn.Module):
+    """nn.Embedding read as a linear layer over an all-ones input: every position gets the column sums of W."""
+
+    def __init__(self, emb: nn.Embedding):
+        super().__init__()
+        self.weight = emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight.sum(0).expand(ids.shape[0], ids.shape[1], -1)
+
+
+@register_method("synflow", at_init=True)
+def synflow_scores(weights, masks: Masks, context: PruneContext) -> dict:
+    """|dR/dw * w| with R the summed logits of the |w|-network on an all-ones input (module docstring)."""
+    m = _masked_copy(context.model, masks, torch.float64, absolute=True)
+    for name, mod in list(m.named_modules()):
+        parent, _, child = name.rpartition(".")
+        owner = m.get_submodule(parent) if parent else m
+        if isinstance(mod, nn.LayerNorm):
+            setattr(owner, child, nn.Identity())
+        elif isinstance(mod, nn.Embedding) and name == "embedding":
+            setattr(owner, child, _AllOnesEmbedding(mod))
+    ids = torch.ones(1, SYNFLOW_LEN, dtype=torch.long)
+    m(ids, torch.tensor([SYNFLOW_LEN])).sum().backward()
+    params = dict(m.named_parameters())
+    return {n: (params[n].grad * params[n]).detach().abs().float() for n in masks}
+
+
+synflow_scores.rounds = 100  # Tanaka et al.: iterative, exponential schedule
+snip_scores.rounds = 1       # Lee et al.: one shot
+
+
+def counts_at(full: Masks, like: dict[str, int], frac: float) -> dict[str, int]:
+    """Per-layer counts a fraction `frac` of the way from `full` to `like` on an exponential (geometric) schedule:
+    n * (c / n) ** frac, so round r of R has density d ** (r / R) per layer; frac = 1 gives `like` exactly."""
+    out = {}
+    for name, m in full.items():
+        n, c = int(m.sum()), like[name]
+        out[name] = c if frac >= 1 else max(c, min(n, int(round(n * (c / n) ** frac)))) if n else 0
+    return out
+
+
+def prune_at_init(method: str, weights: dict, full: Masks, like: Masks, context: PruneContext, scope: str = "local",
+                  output_layer: str | None = None, output_factor: float = 1.0, floor: float = 0.001,
+                  rounds: int | None = None) -> Masks:
+    """The mask `method` keeps from `full` at `like`'s survivor counts (per layer under local scope; in total, with
+    the output layer apart and the layer floors, under global: prune.prune_like). Over `rounds` rounds (the method's
+    own by default) each rescoring the survivors, with counts on an exponential schedule (counts_at)."""
+    fn = METHODS[method]
+    rounds = rounds or getattr(fn, "rounds", 1)
+    target = {n: int(m.sum()) for n, m in like.items()}
+    masks = full
+    for r in range(1, rounds + 1):
+        scores = fn(weights, masks, context)
+        counts = counts_at(full, target, r / rounds)
+        if scope == "global":  # intermediate totals: the geometric mean of the schedule over the non-output layers
+            rest = [n for n in full if n != output_layer]
+            total = sum(int(full[n].sum()) for n in rest)
+            want = sum(target[n] for n in rest)
+            tot_r = want if r == rounds else max(want, int(round(total * (want / total) ** (r / rounds))))
+            counts = _spread(counts, rest, tot_r)
+        masks = prune_like(scores, masks, counts, scope, output_layer, output_factor, floor)
+    return masks
+
+
+def _spread(counts: dict, names: list, total: int) -> dict:
+    """`counts` with the layers in `names` summing to `total` (global scope prunes only the total: how it splits over
+    layers is the threshold's choice, prune.prune_like)."""
+    out = dict(counts)
+    have = sum(counts[n] for n in names)
+    if names and have != total:
+        out[names[0]] += total - have
+    return out
