@@ -242,7 +242,8 @@ class TransferConfig:
     levels: list[float] = field(default_factory=lambda: list(DEFAULT_LEVELS), metadata=flag(  # % of prunable weights
         "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2"))
     controls: list[str] = field(default_factory=lambda: ["random-prune", "random-prune-rows", "random-reinit"], metadata=flag(
-        "comma-separated random controls: random-prune,random-prune-rows,random-reinit (or none)"))
+        "comma-separated random controls: random-prune,random-prune-rows,random-reinit, and arms pruned at init on the "
+        "target: snip,synflow (or none)"))
     fresh: bool = field(default=True, metadata=flag(
         "skip the fresh arm (IMP on the target itself; the costliest arm)", name="no-fresh", negate=True))
     workers: int = field(default=1, metadata=flag(  # never changes a result, so not hashed
@@ -280,8 +281,9 @@ class TransferConfig:
         _check(len(self.levels) > 0, "transfer.levels", "need at least one level, e.g. --levels 100,16.9,2.9")
         _check(all(0 < x <= 100 for x in self.levels), "transfer.levels", f"are % weights remaining, each in (0, 100]; got {self.levels}")
         _check(len(set(self.levels)) == len(self.levels), "transfer.levels", f"repeats a level: {self.levels}")
-        bad = [c for c in self.controls if c not in CONTROLS]
-        _check(not bad, "transfer.controls", f"unknown control {bad[0] if bad else ''!r}; choose from {', '.join(CONTROLS)} (or none)")
+        arms = (*CONTROLS, "snip", "synflow")  # the random controls and the methods at init (transfer/cells.py)
+        bad = [c for c in self.controls if c not in arms]
+        _check(not bad, "transfer.controls", f"unknown control {bad[0] if bad else ''!r}; choose from {', '.join(arms)} (or none)")
         _check(len(set(self.controls)) == len(self.controls), "transfer.controls", f"repeats a control: {self.controls}")
         _check(self.arch is None or self.arch in MODELS, "transfer.arch", f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
         for k in ("max_train", "max_test"):

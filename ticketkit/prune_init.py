@@ -105,8 +105,10 @@ def prune_at_init(method: str, weights: dict, full: Masks, like: Masks, context:
     own by default) each rescoring the survivors, with counts on an exponential schedule (counts_at)."""
     fn = METHODS[method]
     rounds = rounds or getattr(fn, "rounds", 1)
-    target = {n: int(m.sum()) for n, m in like.items()}
+    target = {n: c if isinstance(c, int) else int(c.sum()) for n, c in like.items()}
     masks = full
+    if all(target[n] == int(m.sum()) for n, m in full.items()):
+        return full  # the dense level: nothing to prune
     for r in range(1, rounds + 1):
         scores = fn(weights, masks, context)
         counts = counts_at(full, target, r / rounds)
