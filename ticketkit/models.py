@@ -150,6 +150,8 @@ class EncoderLayer(nn.Module):
     warm-up a post-LN block needs). The attention is four nn.Linear projections, not nn.MultiheadAttention's fused
     in_proj_weight, so q, k, v and out are each their own prunable layer with their own rate and density."""
 
+    linear_attention = False  # SynFlow scores with (q k^T) v over the real keys: softmax has no path product
+
     def __init__(self, d: int, heads: int, ff_dim: int):
         super().__init__()
         self.heads = heads
@@ -164,7 +166,10 @@ class EncoderLayer(nn.Module):
         b, n, d = x.shape
         h = self.norm1(x)
         q, k, v = (f(h).view(b, n, self.heads, d // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        if self.linear_attention:  # ticketkit.prune_init (SynFlow): every q, k, v weight on a product path
+            a = ((q @ k.transpose(-1, -2)) * keep) @ v / keep.sum(-1, keepdim=True)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         x = x + self.out(a.transpose(1, 2).reshape(b, n, d))
         return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
 

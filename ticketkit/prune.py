@@ -192,8 +192,9 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
     survivors are spared, as global pruning spares them, so the threshold empties no layer."""
     if isinstance(counts, int):
         names = list(masks)
-        scores = torch.cat([_spare_floor(weights[n].detach().abs().flatten().float(), masks[n].flatten(), floor)
-                            if floor is not None else weights[n].detach().abs().flatten().float() for n in names])
+        # float64: exact for float32 magnitudes (the same order), and wide enough for SynFlow's path products
+        scores = torch.cat([_spare_floor(weights[n].detach().abs().flatten().double(), masks[n].flatten(), floor)
+                            if floor is not None else weights[n].detach().abs().flatten().double() for n in names])
         alive = torch.cat([masks[n].flatten() for n in names])
         k = int(alive.sum()) - counts
         if k > int((alive & torch.isfinite(scores)).sum()):
@@ -204,7 +205,7 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
             out[n] = new[i:i + masks[n].numel()].view_as(masks[n])
             i += masks[n].numel()
         return out
-    return {n: _prune_k(weights[n].detach().abs().flatten().float(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
+    return {n: _prune_k(weights[n].detach().abs().flatten().double(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
             for n, m in masks.items()}
 
 

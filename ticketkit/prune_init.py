@@ -14,10 +14,15 @@ Text models take token ids, so "all-ones input" needs a reading: the embedding i
 all-ones (every word at once) input, so every position's embedded vector is the column sums of |E| and the
 embedding's own |W| is a factor of R like any layer's (each row of a column shares that column's gradient; the
 [PAD] row is zero at init, so it scores 0). The sequence is one review of `SYNFLOW_LEN` real tokens.
-Non-linear parts: ReLU and GELU pass positive inputs (nearly) unchanged; attention over identical positive inputs
-is an average; LayerNorm would subtract the mean of a positive vector and break positivity, so it is bypassed
-(identity) while scoring; the LSTM's sigmoid/tanh gates are run as they are (they saturate on positive inputs, so
-LSTM SynFlow scores are small, which float64 keeps distinct; reported, not fixed).
+Non-linear parts, so that every weight lies on a product path (SynFlow's premise) instead of behind a saturated
+or flat non-linearity that gives it a zero gradient:
+  - ReLU and GELU pass positive inputs (nearly) unchanged: kept;
+  - LayerNorm would subtract the mean of a positive vector: bypassed (identity);
+  - attention: softmax over the (equal) keys of an all-ones input is flat, so q and k would get no gradient; it is
+    scored linearised, (q k^T) v averaged over the real keys (EncoderLayer.linear_attention);
+  - the LSTM's sigmoid/tanh gates saturate on the large positive pre-activations (their gradient underflows to 0
+    even in float64): it is scored as the linear recurrence h_t = sum over the 4 gates of (|W_ih| x_t + |W_hh| h_{t-1}).
+Scores stay float64 (the path products of a 2-block Transformer reach ~1e50, past float32).
 """
 from __future__ import annotations
 
@@ -66,6 +71,25 @@ class _AllOnesEmbedding(nn.Module):
         return self.weight.sum(0).expand(ids.shape[0], ids.shape[1], -1)
 
 
+class _LinearLSTM(nn.Module):
+    """A one-layer batch-first nn.LSTM's weights as a linear recurrence (the 4 gate blocks summed), for SynFlow."""
+
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        self.weight_ih_l0, self.weight_hh_l0 = lstm.weight_ih_l0, lstm.weight_hh_l0
+        self.bias_ih_l0, self.bias_hh_l0 = lstm.bias_ih_l0, lstm.bias_hh_l0
+
+    def forward(self, x: torch.Tensor):
+        gates = 4
+        h = x.new_zeros(x.shape[0], self.weight_hh_l0.shape[1])
+        out = []
+        for t in range(x.shape[1]):
+            pre = x[:, t] @ self.weight_ih_l0.T + h @ self.weight_hh_l0.T + self.bias_ih_l0 + self.bias_hh_l0
+            h = pre.view(x.shape[0], gates, -1).sum(1)
+            out.append(h)
+        return torch.stack(out, 1), None
+
+
 @register_method("synflow", at_init=True)
 def synflow_scores(weights, masks: Masks, context: PruneContext) -> dict:
     """|dR/dw * w| with R the summed logits of the |w|-network on an all-ones input (module docstring)."""
@@ -75,12 +99,16 @@ def synflow_scores(weights, masks: Masks, context: PruneContext) -> dict:
         owner = m.get_submodule(parent) if parent else m
         if isinstance(mod, nn.LayerNorm):
             setattr(owner, child, nn.Identity())
+        elif isinstance(mod, nn.LSTM):
+            setattr(owner, child, _LinearLSTM(mod))
+        elif hasattr(mod, "linear_attention"):
+            mod.linear_attention = True
         elif isinstance(mod, nn.Embedding) and name == "embedding":
             setattr(owner, child, _AllOnesEmbedding(mod))
     ids = torch.ones(1, SYNFLOW_LEN, dtype=torch.long)
     m(ids, torch.tensor([SYNFLOW_LEN])).sum().backward()
     params = dict(m.named_parameters())
-    return {n: (params[n].grad * params[n]).detach().abs().float() for n in masks}
+    return {n: (params[n].grad * params[n]).detach().abs() for n in masks}
 
 
 synflow_scores.rounds = 100  # Tanaka et al.: iterative, exponential schedule
