@@ -144,3 +144,25 @@ def test_synflow_gives_every_layer_a_flow(arch):
     for n, s in scores.items():
         s = s if n != "embedding.weight" else s[1:]  # [PAD]'s row is zero at init
         assert torch.isfinite(s).all() and (s > 0).float().mean() > 0.99, n
+
+
+def test_keep_top_equals_the_stable_sort_with_ties():
+    from ticketkit.prune import prune_to_counts
+    from ticketkit.prune_init import _keep_top
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (40, 7), generator=g).double()  # many ties
+    alive = torch.rand(40, 7, generator=g) > 0.3
+    for count in (0, 1, 17, int(alive.sum()) - 1, int(alive.sum())):
+        want = prune_to_counts({"w": scores}, {"w": alive}, {"w": count})["w"]
+        assert torch.equal(_keep_top(scores, alive, count), want), count
+
+
+def test_pai_recipe_has_imp_snip_and_synflow_rows_for_three_seeds():
+    from conftest import REPO
+    from ticketkit.sweep import expand, load_sweep_recipe
+
+    cells = expand(load_sweep_recipe(REPO / "recipes" / "pai_quick.toml")).cells
+    got = {(c.config["prune"]["method"], c.config["seed"], c.config["model"]["arch"]) for c in cells}
+    assert got == {(m, s, "cnn") for m in ("magnitude", "snip", "synflow") for s in (0, 1, 2)}
+    assert len({c.config["data"]["max_train"] for c in cells}) == 1  # one subsample for every method

@@ -22,7 +22,8 @@ or flat non-linearity that gives it a zero gradient:
     scored linearised, (q k^T) v averaged over the real keys (EncoderLayer.linear_attention);
   - the LSTM's sigmoid/tanh gates saturate on the large positive pre-activations (their gradient underflows to 0
     even in float64): it is scored as the linear recurrence h_t = sum over the 4 gates of (|W_ih| x_t + |W_hh| h_{t-1}).
-Scores stay float64 (the path products of a 2-block Transformer reach ~1e50, past float32).
+Scores stay float64 (the path products of a 2-block Transformer reach ~1e50, past float32). The float64 network is
+built once per PruneContext; each round reloads |init * mask| into it.
 """
 from __future__ import annotations
 
@@ -93,7 +94,24 @@ class _LinearLSTM(nn.Module):
 @register_method("synflow", at_init=True)
 def synflow_scores(weights, masks: Masks, context: PruneContext) -> dict:
     """|dR/dw * w| with R the summed logits of the |w|-network on an all-ones input (module docstring)."""
-    m = _masked_copy(context.model, masks, torch.float64, absolute=True)
+    m = getattr(context, "_synflow", None)  # built once per context: its 100 rounds differ only in the mask
+    if m is None:
+        m = context._synflow = _synflow_net(context.model)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            p.copy_(context.model.get_parameter(n).detach().abs())
+            if n in masks:
+                p.mul_(masks[n])
+    m.zero_grad(set_to_none=True)
+    ids = torch.ones(1, SYNFLOW_LEN, dtype=torch.long)
+    m(ids, torch.tensor([SYNFLOW_LEN])).sum().backward()
+    params = dict(m.named_parameters())
+    return {n: (params[n].grad * params[n]).detach().abs() for n in masks}
+
+
+def _synflow_net(model: nn.Module) -> nn.Module:
+    """A float64 eval-mode copy of `model` with its non-linear parts made SynFlow-ready (module docstring)."""
+    m = copy.deepcopy(model).to(torch.float64).eval()
     for name, mod in list(m.named_modules()):
         parent, _, child = name.rpartition(".")
         owner = m.get_submodule(parent) if parent else m
@@ -105,10 +123,7 @@ def synflow_scores(weights, masks: Masks, context: PruneContext) -> dict:
             mod.linear_attention = True
         elif isinstance(mod, nn.Embedding) and name == "embedding":
             setattr(owner, child, _AllOnesEmbedding(mod))
-    ids = torch.ones(1, SYNFLOW_LEN, dtype=torch.long)
-    m(ids, torch.tensor([SYNFLOW_LEN])).sum().backward()
-    params = dict(m.named_parameters())
-    return {n: (params[n].grad * params[n]).detach().abs() for n in masks}
+    return m
 
 
 synflow_scores.rounds = 100  # Tanaka et al.: iterative, exponential schedule
@@ -146,8 +161,30 @@ def prune_at_init(method: str, weights: dict, full: Masks, like: Masks, context:
             want = sum(target[n] for n in rest)
             tot_r = want if r == rounds else max(want, int(round(total * (want / total) ** (r / rounds))))
             counts = _spread(counts, rest, tot_r)
-        masks = prune_like(scores, masks, counts, scope, output_layer, output_factor, floor)
+        if scope == "local":
+            masks = {n: _keep_top(scores[n], masks[n], counts[n]) for n in masks}
+        else:
+            masks = prune_like(scores, masks, counts, scope, output_layer, output_factor, floor)
     return masks
+
+
+def _keep_top(scores: torch.Tensor, alive: torch.Tensor, count: int) -> torch.Tensor:
+    """prune.prune_to_counts for one layer in linear time (kthvalue instead of a sort, 100 rounds over a 1M-weight
+    embedding): keep the `count` highest-scoring survivors; among ties at the threshold the later positions stay,
+    as the stable sort there drops the earlier ones first. Same mask, bit for bit."""
+    flat, live = scores.detach().flatten().double(), alive.flatten()
+    n = int(live.sum())
+    if count >= n:
+        return alive.clone()
+    if count <= 0:
+        return torch.zeros_like(alive)
+    thr = flat[live].kthvalue(n - count).values  # the (n - count)-th smallest survivor score goes, and all below
+    keep = live & (flat > thr)
+    tied = torch.nonzero(live & (flat == thr)).flatten()
+    need = count - int(keep.sum())
+    if need > 0:
+        keep[tied[tied.numel() - need:]] = True
+    return keep.view_as(alive)
 
 
 def _spread(counts: dict, names: list, total: int) -> dict:
