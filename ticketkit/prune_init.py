@@ -18,8 +18,9 @@ Non-linear parts, so that every weight lies on a product path (SynFlow's premise
 or flat non-linearity that gives it a zero gradient:
   - ReLU and GELU pass positive inputs (nearly) unchanged: kept;
   - LayerNorm would subtract the mean of a positive vector: bypassed (identity);
-  - attention: softmax over the (equal) keys of an all-ones input is flat, so q and k would get no gradient; it is
-    scored linearised, (q k^T) v averaged over the real keys (EncoderLayer.linear_attention);
+  - attention: the softmax of an all-ones input's huge positive logits is saturated (or flat over equal keys), so q
+    and k would get no gradient; it is scored linearised, (q k^T) v averaged over the real keys
+    (EncoderLayer.linear_attention);
   - the LSTM's sigmoid/tanh gates saturate on the large positive pre-activations (their gradient underflows to 0
     even in float64): it is scored as the linear recurrence h_t = sum over the 4 gates of (|W_ih| x_t + |W_hh| h_{t-1}).
 Scores stay float64 (the path products of a 2-block Transformer reach ~1e50, past float32). The float64 network is
@@ -38,15 +39,13 @@ from .prune import METHODS, Masks, PruneContext, prune_like, register_method  # 
 SYNFLOW_LEN = 32  # real tokens in SynFlow's one all-ones review (at least the CNN's widest filter)
 
 
-def _masked_copy(model: nn.Module, masks: Masks, dtype, absolute: bool = False) -> nn.Module:
-    """A copy of `model` in `dtype`, eval mode, its masked weights (|w| under `absolute`) requiring gradients."""
-    m = copy.deepcopy(model).to(dtype).eval()
+def _masked_copy(model: nn.Module, masks: Masks) -> nn.Module:
+    """A float32 eval-mode copy of `model` with its masks applied, so pruned weights score 0."""
+    m = copy.deepcopy(model).float().eval()
     with torch.no_grad():
         for n, p in m.named_parameters():
             if n in masks:
                 p.mul_(masks[n].to(p.dtype))
-            if absolute:
-                p.abs_()
     m.zero_grad(set_to_none=True)
     return m
 
@@ -54,7 +53,7 @@ def _masked_copy(model: nn.Module, masks: Masks, dtype, absolute: bool = False) 
 @register_method("snip", at_init=True)
 def snip_scores(weights, masks: Masks, context: PruneContext) -> dict:
     """Connection sensitivity |dL/dc| at c = 1, which is |dL/dw * w|, over the context's batches."""
-    m = _masked_copy(context.model, masks, torch.float32)
+    m = _masked_copy(context.model, masks)
     for ids, lengths, labels in context.batches:
         F.cross_entropy(m(ids, lengths), labels).backward()  # gradients add up over the batches
     params = dict(m.named_parameters())
