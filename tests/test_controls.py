@@ -13,7 +13,7 @@ from ticketkit.transfer.executors import Executors
 
 def test_controls_are_registered_once_for_find_and_transfer():
     assert list(CONTROLS) == ["random-prune", "random-prune-rows", "random-reinit"]
-    assert ARMS == ("transferred", "random-prune", "random-prune-rows", "random-reinit", "fresh")
+    assert ARMS == ("transferred", "random-prune", "random-prune-rows", "random-reinit", "snip", "synflow", "fresh")
     assert REINIT_SEED_OFFSET == 1_000_003
     # the published seed streams: find's chain and a transfer arm's (seed, level) stream
     assert prune_generator(3).initial_seed() == 3 * 7919 + 17

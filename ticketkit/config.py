@@ -59,6 +59,10 @@ class ModelHparams:
     filter_widths: list[int] = field(default_factory=lambda: [3, 4, 5], metadata=flag("cnn: filter widths", cli=False))
     hidden_size: int = field(default=128, metadata=flag("lstm: hidden units"))
     pooling: str = field(default="mean", metadata=flag("lstm: pool over real tokens", choices=("mean", "max")))
+    num_heads: int = field(default=4, metadata=flag("transformer: attention heads (embed_dim must be a multiple)"))
+    num_layers: int = field(default=2, metadata=flag("transformer: encoder blocks"))
+    ff_dim: int = field(default=512, metadata=flag("transformer: feed-forward width"))
+    max_positions: int = field(default=512, metadata=flag("transformer: learned positions (at least data.max_len)"))
     dropout: float = field(default=0.5, metadata=flag("dropout before the output layer"))
     num_classes: int = field(default=2, metadata=flag("output classes, set from the data's labels", cli=False))
     # Default by measurement (bench/RESULTS.md, section "embed-init"; CNN, IMDB 5k subsample, seed 0, 59 % a round):
@@ -75,10 +79,12 @@ class ModelHparams:
         from .models import EMBED_INITS
         _check(self.embed_init in EMBED_INITS, "model.embed_init", f"must be one of {', '.join(EMBED_INITS)}, got {self.embed_init!r}")
         _check(self.num_classes >= 2, "model.num_classes", f"must be at least 2, got {self.num_classes}")
-        for k in ("embed_dim", "num_filters", "hidden_size"):
+        for k in ("embed_dim", "num_filters", "hidden_size", "num_heads", "num_layers", "ff_dim", "max_positions"):
             _check(getattr(self, k) >= 1, f"model.{k}", f"must be positive, got {getattr(self, k)}")
         _check(len(self.filter_widths) > 0 and all(w >= 1 for w in self.filter_widths), "model.filter_widths",
                f"must be a non-empty list of positive widths, got {self.filter_widths}")
+        _check(self.arch != "transformer" or self.embed_dim % self.num_heads == 0, "model.num_heads",
+               f"embed_dim {self.embed_dim} must be a multiple of it, got {self.num_heads}")
 
 
 @dataclass
@@ -124,6 +130,7 @@ class PruneHparams:
     exclude: list[str] = field(default_factory=list, metadata=flag("parameter names never pruned", cli=False))
     layer_rates: dict[str, float] = field(default_factory=dict, metadata=flag("per-parameter rate overrides (local)", cli=False))
     layer_floor: float = field(default=0.001, metadata=flag("no layer keeps fewer than this fraction of its weights (nor fewer than 1): none is ever emptied"))
+    score_batches: int = field(default=4, metadata=flag("snip: training batches (of --batch-size) the init is scored on"))
     output_rate: float = field(default=0.5, metadata=flag("the output layer is pruned at this fraction of the rate (Frankle & Carbin: 0.5; 1 prunes it like any layer)"))
 
     def validate(self) -> None:
@@ -134,12 +141,18 @@ class PruneHparams:
         _check(self.target is None or 0 < self.target < 1, "prune.target", f"must be in (0, 1), got {self.target}")
         _check(self.schedule != "oneshot" or self.target is not None, "prune.target", "oneshot needs a target: pass --target 0.5")
         from .controls import CONTROLS
-        from .prune import METHODS
+        from .prune_init import METHODS  # the magnitude method and the methods at init
 
         _check(self.method in METHODS, "prune.method", f"must be one of {', '.join(sorted(METHODS))}, got {self.method!r}")
         # one shot to given counts keeps the largest |w| (prune.prune_to_counts): magnitude is the only method it means
         _check(self.schedule != "oneshot-levels" or self.method == "magnitude", "prune.method",
                f"oneshot-levels prunes by magnitude; got {self.method!r} (use --schedule iterative)")
+        # a method at init prunes the init and trains from it: its ticket's rewind point is the init, by definition
+        _check(not METHODS[self.method].at_init or self.rewind == "init", "prune.rewind",
+               f"{self.method} prunes at initialisation, so its tickets rewind to init; got {self.rewind!r}")
+        _check(not METHODS[self.method].at_init or self.control == "none", "prune.control",
+               f"the random controls are of IMP tickets; drop --control or use --method magnitude")
+        _check(self.score_batches >= 1, "prune.score_batches", f"must be at least 1, got {self.score_batches}")
         names = ["none", *CONTROLS]
         _check(self.control in names, "prune.control", f"must be {', '.join(names[:-1])} or {names[-1]}, got {self.control!r}")
         _check(0 <= self.layer_floor < 1, "prune.layer_floor", f"must be in [0, 1), got {self.layer_floor}")
@@ -177,6 +190,8 @@ class FindConfig:
         _check(self.seed >= 0, "seed", f"must be non-negative, got {self.seed}")
         for s in (self.data, self.model, self.train, self.prune):
             s.validate()
+        _check(self.model.arch != "transformer" or self.data.max_len <= self.model.max_positions, "data.max_len",
+               f"{self.data.max_len} is over model.max_positions {self.model.max_positions}: lower one or raise the other")
         return self
 
     def to_dict(self) -> dict:
@@ -236,7 +251,8 @@ class TransferConfig:
         "comma-separated % weights remaining, e.g. 100,41.1,16.9,7.0,2.9,1.2,0.5,0.2", name="densities",
         aliases=("levels",)))
     controls: list[str] = field(default_factory=lambda: ["random-prune", "random-prune-rows", "random-reinit"], metadata=flag(
-        "comma-separated random controls: random-prune,random-prune-rows,random-reinit (or none)"))
+        "comma-separated random controls: random-prune,random-prune-rows,random-reinit, and arms pruned at init on the "
+        "target: snip,synflow (or none)"))
     fresh: bool = field(default=True, metadata=flag(
         "skip the fresh arm (IMP on the target itself; the costliest arm)", name="no-fresh", negate=True))
     workers: int = field(default=1, metadata=flag(  # never changes a result, so not hashed
@@ -273,8 +289,9 @@ class TransferConfig:
         _check(len(self.levels) > 0, "transfer.levels", "need at least one level, e.g. --densities 100,16.9,2.9")
         _check(all(0 < x <= 100 for x in self.levels), "transfer.levels", f"are % weights remaining, each in (0, 100]; got {self.levels}")
         _check(len(set(self.levels)) == len(self.levels), "transfer.levels", f"repeats a level: {self.levels}")
-        bad = [c for c in self.controls if c not in CONTROLS]
-        _check(not bad, "transfer.controls", f"unknown control {bad[0] if bad else ''!r}; choose from {', '.join(CONTROLS)} (or none)")
+        arms = (*CONTROLS, "snip", "synflow")  # the random controls and the methods at init (transfer/cells.py)
+        bad = [c for c in self.controls if c not in arms]
+        _check(not bad, "transfer.controls", f"unknown control {bad[0] if bad else ''!r}; choose from {', '.join(arms)} (or none)")
         _check(len(set(self.controls)) == len(self.controls), "transfer.controls", f"repeats a control: {self.controls}")
         _check(self.arch is None or self.arch in MODELS, "transfer.arch", f"unknown architecture {self.arch!r}; choose one of {sorted(MODELS)}")
         for k in ("max_train", "max_test"):

@@ -28,7 +28,8 @@ from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
 from .log import log as _log
 from .progress import Overall
-from .prune import densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
+from .prune import PruneContext, densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
+from .prune_init import METHODS, prune_at_init
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
 from .store import Store, level_dirs, link_duplicates, pick_level
 from .ticket import Ticket, param_spec
@@ -270,6 +271,9 @@ class _Search:
         # oneshot-levels: `like` follows the iterative schedule over the dense trained weights, only for its counts
         # (they do not depend on the weights pruned); each level's mask is one shot from `dense` to them.
         levels_oneshot = pr.schedule == "oneshot-levels"
+        # A method at init (snip, synflow): `like` follows the schedule for its counts only, as under oneshot-levels;
+        # each level's mask is scored on the init, from the full mask, to those counts (prune_init.prune_at_init).
+        at_init = METHODS[pr.method].at_init
         masks = like = full = full_masks(self.init, self.names)
         rewind_state = self.init
         rows, level = [], 0
@@ -306,9 +310,16 @@ class _Search:
             if level == 0:
                 dense = trained
             trained_prev = dense if levels_oneshot else trained
-            rate = self.next_rate(level, like if levels_oneshot else masks)
+            rate = self.next_rate(level, like if (levels_oneshot or at_init) else masks)
             if rate is None:
                 return rows
+            if at_init:
+                like = prune_step("magnitude", self.init, like, rate, pr.scope, pr.layer_rates, self.output_layer,
+                                  pr.output_rate, pr.layer_floor)  # counts depend on the schedule, not the weights
+                masks = prune_at_init(pr.method, self.init, full, like, self.init_context(), pr.scope,
+                                      self.output_layer, pr.output_rate, pr.layer_floor)
+                level += 1
+                continue
             weights, before = (dense, like) if levels_oneshot else (trained, masks)
             after = prune_step(pr.method, weights, before, rate, pr.scope, pr.layer_rates, self.output_layer,
                                pr.output_rate, pr.layer_floor)
@@ -318,6 +329,15 @@ class _Search:
             else:
                 masks = after
             level += 1
+
+    def init_context(self) -> PruneContext:
+        """The model at init and, for SNIP, the first `score_batches` batches of a seeded shuffle of the training
+        split (on the CPU: scoring is one forward and backward per batch)."""
+        from .train import batches, take
+
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        bl = batches(self.data.train, self.cfg.train.batch_size, gen, bucketing=False)[:self.cfg.prune.score_batches]
+        return PruneContext(model=self.new_model(self.cfg.seed), batches=[take(self.data.train, i, "cpu") for i in bl])
 
     def next_rate(self, level: int, masks) -> float | None:
         pr = self.cfg.prune

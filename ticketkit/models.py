@@ -145,8 +145,98 @@ class LSTMClassifier(nn.Module):
         return (out * real).sum(dim=1) / lengths.clamp(min=1)[:, None].to(out.dtype)
 
 
+class EncoderLayer(nn.Module):
+    """One pre-LayerNorm encoder block (Xiong et al. 2020: trains from scratch at a fixed learning rate without the
+    warm-up a post-LN block needs). The attention is four nn.Linear projections, not nn.MultiheadAttention's fused
+    in_proj_weight, so q, k, v and out are each their own prunable layer with their own rate and density."""
+
+    linear_attention = False  # SynFlow scores with (q k^T) v over the real keys: softmax has no path product
+
+    def __init__(self, d: int, heads: int, ff_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(d)
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.norm2 = nn.LayerNorm(d)
+        self.ff1 = nn.Linear(d, ff_dim)
+        self.ff2 = nn.Linear(ff_dim, d)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D]; keep [B, 1, 1, L] True at real tokens: padded keys get no attention (key padding mask)."""
+        b, n, d = x.shape
+        h = self.norm1(x)
+        q, k, v = (f(h).view(b, n, self.heads, d // self.heads).transpose(1, 2) for f in (self.q, self.k, self.v))
+        if self.linear_attention:  # ticketkit.prune_init (SynFlow): every q, k, v weight on a product path
+            a = ((q @ k.transpose(-1, -2)) * keep) @ v / keep.sum(-1, keepdim=True)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        x = x + self.out(a.transpose(1, 2).reshape(b, n, d))
+        return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+
+
+class TransformerClassifier(nn.Module):
+    """A small Transformer encoder trained from scratch: token embedding + learned positions, `num_layers`
+    pre-LN blocks, a final LayerNorm, mean pooling over the real tokens, dropout, linear.
+
+    Dropout is the project's one dropout before the output layer (as for the CNN and LSTM), none inside the blocks:
+    one regulariser, set in one place, for every architecture compared. Prunable: the embedding, every attention
+    projection, both feed-forward layers and the output layer; the learned positions (one vector per position, not a
+    projection) are not pruned (`not_pruned`). No stacked form: transfer trains its arms one by one."""
+    output_layer = "fc.weight"
+    dead_rule = "constant"  # a pooled feature is dead when it is the same for every review (carries nothing)
+    stacked_form = False
+    not_pruned = ("positions.weight",)
+
+    def __init__(self, vocab_size: int, embed_dim: int = 128, num_heads: int = 4, num_layers: int = 2,
+                 ff_dim: int = 512, max_positions: int = 512, dropout: float = 0.5, num_classes: int = 2,
+                 embed_init: str = "xavier", **_):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise TicketkitError(f"model.embed_dim {embed_dim} must be a multiple of model.num_heads {num_heads}")
+        self.embed_init = embed_init
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.positions = nn.Embedding(max_positions, embed_dim)
+        self.layers = nn.ModuleList(EncoderLayer(embed_dim, num_heads, ff_dim) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(embed_dim, num_classes)
+
+    def reset_parameters(self) -> None:
+        for name, p in self.named_parameters():  # in order: each parameter's draws sit at a fixed place in the stream
+            if p is self.embedding.weight:
+                init_embedding(p, self.embed_init)
+            elif p is self.positions.weight:
+                nn.init.normal_(p, 0.0, 0.02)  # BERT's scale: of the order of the Xavier token embedding
+            elif p.dim() >= 2:
+                nn.init.xavier_normal_(p)  # every projection: q, k, v, out, ff1, ff2, fc
+            elif "norm" in name and name.endswith("weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(ids, lengths)))
+
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The mean over real tokens [B, D] of the last block's (normalised) output: what the output layer reads."""
+        return self.encode(self.embedding(ids), lengths)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features() from the embedded tokens x [B, L, D] (SynFlow feeds an all-ones x here, prune_init.py)."""
+        n = x.shape[1]
+        if n > self.positions.num_embeddings:
+            raise TicketkitError(f"a review of {n} tokens is longer than model.max_positions "
+                                 f"{self.positions.num_embeddings}: lower --max-len or raise max_positions")
+        real = torch.arange(n, device=x.device)[None, :] < lengths.clamp(min=1)[:, None]  # [B, L]
+        x = x + self.positions.weight[:n].to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, real[:, None, None, :])
+        x = self.norm(x)
+        return (x * real.unsqueeze(2)).sum(dim=1) / lengths.clamp(min=1)[:, None].to(x.dtype)
+
 register_model("cnn")(KimCNN)
 register_model("lstm")(LSTMClassifier)
+register_model("transformer")(TransformerClassifier)
 
 
 def supports(arch: str, feature: str) -> bool:
@@ -188,6 +278,7 @@ def model_kwargs(model_hp) -> dict:
 
 def prunable_names(model: nn.Module, exclude=()) -> list[str]:
     """Every weight matrix or kernel: embedding, conv, LSTM input and recurrent, linear. Biases are not pruned."""
+    exclude = (*exclude, *getattr(model, "not_pruned", ()))  # a model's own unpruned matrices (transformer: positions)
     names = [n for n, p in model.named_parameters() if p.dim() >= 2 and n not in exclude]
     unknown = set(exclude) - {n for n, _ in model.named_parameters()}
     if unknown:

@@ -1,7 +1,7 @@
 """Unstructured pruning as method x scope, the random controls' mask draws, and mask bookkeeping.
 
 A pruning *method* scores every prunable weight (magnitude: |w| of the trained weights; a method at
-initialisation such as SNIP or SynFlow would score the init with the model and data in `PruneContext`); a *scope*
+initialisation, SNIP or SynFlow in prune_init.py, scores the init with the model and data in `PruneContext`); a *scope*
 turns scores into a mask (local: the same rate per layer; global: one threshold). find calls `prune_step`, so a new
 method is one scoring function and its `register_method` line.
 
@@ -192,8 +192,9 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
     survivors are spared, as global pruning spares them, so the threshold empties no layer."""
     if isinstance(counts, int):
         names = list(masks)
-        scores = torch.cat([_spare_floor(weights[n].detach().abs().flatten().float(), masks[n].flatten(), floor)
-                            if floor is not None else weights[n].detach().abs().flatten().float() for n in names])
+        # float64: exact for float32 magnitudes (the same order), and wide enough for SynFlow's path products
+        scores = torch.cat([_spare_floor(weights[n].detach().abs().flatten().double(), masks[n].flatten(), floor)
+                            if floor is not None else weights[n].detach().abs().flatten().double() for n in names])
         alive = torch.cat([masks[n].flatten() for n in names])
         k = int(alive.sum()) - counts
         if k > int((alive & torch.isfinite(scores)).sum()):
@@ -204,7 +205,7 @@ def prune_to_counts(weights: dict[str, torch.Tensor], masks: Masks, counts: dict
             out[n] = new[i:i + masks[n].numel()].view_as(masks[n])
             i += masks[n].numel()
         return out
-    return {n: _prune_k(weights[n].detach().abs().flatten().float(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
+    return {n: _prune_k(weights[n].detach().abs().flatten().double(), m.flatten(), int(m.sum()) - counts[n]).view_as(m)
             for n, m in masks.items()}
 
 
@@ -215,15 +216,17 @@ def prune_like(weights: dict[str, torch.Tensor], masks: Masks, like: Masks, scop
     local: `like`'s per-layer counts exactly. global: its total under one threshold with the layer floors, and the
     output layer on its own at its count (global pruning prunes it apart at its reduced rate). Both counts are
     functions of the schedule alone, not of the weights pruned (local_counts; global spares the same floors every
-    round), so `like` may come from any weights."""
+    round), so `like` may come from any weights. `like` may also be the counts themselves ({name: int}); `weights`
+    may be any non-negative scores (prune_init: SNIP, SynFlow), kept highest first."""
+    like = {n: c if isinstance(c, int) else int(c.sum()) for n, c in like.items()}
     if scope == "local":
-        return prune_to_counts(weights, masks, {n: int(like[n].sum()) for n in masks})
+        return prune_to_counts(weights, masks, {n: like[n] for n in masks})
     out = {}
     if output_layer in masks and output_factor != 1.0:
-        out = prune_to_counts(weights, {output_layer: masks[output_layer]}, {output_layer: int(like[output_layer].sum())})
+        out = prune_to_counts(weights, {output_layer: masks[output_layer]}, {output_layer: like[output_layer]})
     rest = {n: m for n, m in masks.items() if n not in out}
     if rest:
-        out.update(prune_to_counts(weights, rest, sum(int(like[n].sum()) for n in rest), floor=floor))
+        out.update(prune_to_counts(weights, rest, sum(like[n] for n in rest), floor=floor))
     return {n: out[n] for n in masks}
 
 

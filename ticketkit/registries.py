@@ -19,7 +19,7 @@ def embed_init_names() -> tuple[str, ...]:
 
 
 def method_names() -> tuple[str, ...]:
-    from .prune import METHODS
+    from .prune_init import METHODS  # magnitude, with the methods at init registered
     return tuple(sorted(METHODS))
 
 

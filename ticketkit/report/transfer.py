@@ -16,7 +16,7 @@ from .figures import dense_name
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
 from .tables import format_table
 
-ARM_ORDER = ("transferred", *CONTROLS, "fresh")
+ARM_ORDER = ("transferred", *CONTROLS, "snip", "synflow", "fresh")  # snip, synflow: pruned at init on the target
 CSV_COLUMNS = ["arm", "level_requested_pct", "seed", "source_level", "fresh_level", "density_prunable", "density_all",
                "density_embedding", "density_non_embedding", "density_output", "test_accuracy", "test_macro_f1",
                "val_accuracy", "epochs", "best_epoch", "majority_share", "dead_share", "flags", "seconds", "shared_with"]

@@ -131,7 +131,7 @@ class _Transfer(Executors):
     def build(self, cell: _Cell) -> tuple[dict, dict]:
         d = cell.extra.get("fresh_dir")
         fresh = self._fresh_ticket(d, {d}) if cell.arm == "fresh" else None
-        return arm_start(self.src, cell.arm, cell.source_level, cell.seed, fresh)
+        return arm_start(self.src, cell.arm, cell.source_level, cell.seed, fresh, train=self.data["train"])
 
     # ----------------------------------------------------------------------------------------- data
     def prepare(self) -> dict:
