@@ -131,6 +131,7 @@ def test_cli_stacked_find_seeds_3_writes_three_verifiable_runs(tiny_data, tmp_pa
     assert "train as one stacked model" in p.stderr
     assert len(out) == 3 and len({r["name"] for r in out}) == 3 and [r["config"]["seed"] for r in out] == [0, 1, 2]
     assert all(r["status"] == "complete" and len(r["levels"]) == 2 for r in out)
+    assert all(r["trained_by"] == "stacked with seeds 0, 1, 2" for r in out)  # provenance in each run.json
     v = run_cli("verify", "--store", store, "--json")
     assert json.loads(v.stdout) == {"checked": 6, "problems": []}
 
@@ -154,3 +155,15 @@ def test_an_architecture_without_a_stacked_form_falls_back_with_a_line(monkeypat
     assert not use_stacked("plain", 3)
     assert not use_stacked("plain", 3, stacked=True)
     assert "plain has no stacked form" in capsys.readouterr().err
+
+
+def test_members_whose_epochs_differ_in_batch_count_are_not_stacked():
+    """Adam steps every member on every step, so lockstep needs equal batch counts; else the caller trains them one
+    by one (Lockstep does), never a silently different training."""
+    from ticketkit.members import NotStackable
+
+    starts, masks = members_of("cnn", [300, 300])
+    data = [(synthetic(n, 1, 300), synthetic(32, 2, 300), synthetic(32, 3, 300)) for n in (64, 100)]
+    with pytest.raises(NotStackable, match="batch counts"):
+        train_members("cnn", KW, starts, masks, data, TrainHparams(epochs=1, batch_size=32), [0, 1], device=CPU,
+                      progress=False)

@@ -139,6 +139,8 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
         if tok_from is not None:
             info["tokenizer_from"] = tok_from
+        if getattr(trainer, "label", None):  # provenance: trained stacked with other seeds (ticketkit.stacked_find)
+            info["trained_by"] = trainer.label
         info["status"] = "running"
         write_json(rd / "run.json", info)
         try:

@@ -21,7 +21,7 @@ import torch
 from .log import log as _log
 from .members import NotStackable, has_member_form, train_members
 from .models import model_kwargs
-from .train import default_device, train
+from .train import default_device, resolve_precision, train
 
 
 def use_stacked(arch: str, n: int, device=None, stacked: bool | None = None, progress: bool = True) -> bool:
@@ -41,10 +41,11 @@ class Lockstep:
     """Gathers the trainings that N threads ask for and trains them together once every live thread has asked."""
 
     def __init__(self, n: int, arch: str, model_kw: dict, device=None, progress: bool = True):
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.RLock())  # also the turn: see find_stacked
         self.live, self.pending, self.results = n, {}, {}
         self.arch, self.model_kw, self.device, self.progress = arch, model_kw, device, progress
-        self.rounds = 0  # stacked trainings run (tests read it)
+        self.rounds = 0  # stacked trainings run
+        self.label = "stacked"  # recorded in each run.json as trained_by (find_stacked names the seeds)
 
     def trainer(self, i: int):
         def fn(model, masks, train_data, val_data, test_data, hp, seed, device=None, snapshots_at=(), checkpoint=None,
@@ -61,6 +62,7 @@ class Lockstep:
             if not ok:
                 raise value
             return value
+        fn.label = self.label
         return fn
 
     def done(self) -> None:
@@ -116,17 +118,26 @@ def find_stacked(cfgs: list, *, data_dir=None, store=None, progress: bool = True
     from .find import find_ticket
 
     lock = lockstep or Lockstep(len(cfgs), cfgs[0].model.arch, model_kwargs(cfgs[0].model), device, progress)
+    lock.label = f"stacked with seeds {', '.join(str(c.seed) for c in cfgs)}"
+    dev = torch.device(device) if device is not None else default_device()
+    if resolve_precision(cfgs[0].train.precision, dev) is not None:
+        _log(progress, "note: under bf16 autocast the stacked kernels round differently from a single model's, so each "
+                       "run equals its sequential run only statistically (in fp32, masks bit for bit)")
     runs: list = [None] * len(cfgs)
     errors: list = [None] * len(cfgs)
 
     def one(i: int) -> None:
-        try:
-            runs[i] = find_ticket(cfgs[i], data_dir=data_dir, store=store, progress=progress, command=command,
-                                  device=device, stop_flag=stop_flag, trainer=lock.trainer(i))
-        except BaseException as e:
-            errors[i] = e
-        finally:
-            lock.done()
+        # One search runs at a time: each holds the lockstep's lock except while it waits for a training. Searches
+        # touch process-global torch state (create_model seeds the global RNG and sets the thread count), so running
+        # them truly concurrently would race on it; they gain nothing from it either (the trainings are the work).
+        with lock.cond:
+            try:
+                runs[i] = find_ticket(cfgs[i], data_dir=data_dir, store=store, progress=progress, command=command,
+                                      device=device, stop_flag=stop_flag, trainer=lock.trainer(i))
+            except BaseException as e:
+                errors[i] = e
+            finally:
+                lock.done()
 
     _log(progress, f"{len(cfgs)} seeds of {cfgs[0].model.arch} train as one stacked model, level by level")
     threads = [threading.Thread(target=one, args=(i,), name=f"ticketkit-seed-{c.seed}") for i, c in enumerate(cfgs)]
