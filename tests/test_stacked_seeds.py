@@ -131,7 +131,7 @@ def test_cli_stacked_find_seeds_3_writes_three_verifiable_runs(tiny_data, tmp_pa
     assert "train as one stacked model" in p.stderr
     assert len(out) == 3 and len({r["name"] for r in out}) == 3 and [r["config"]["seed"] for r in out] == [0, 1, 2]
     assert all(r["status"] == "complete" and len(r["levels"]) == 2 for r in out)
-    assert all(r["trained_by"] == "stacked with seeds 0, 1, 2" for r in out)  # provenance in each run.json
+    assert all(r["trained_by"] == "stacked lockstep of seeds 0, 1, 2" for r in out)  # provenance in each run.json
     v = run_cli("verify", "--store", store, "--json")
     assert json.loads(v.stdout) == {"checked": 6, "problems": []}
 
@@ -167,3 +167,27 @@ def test_members_whose_epochs_differ_in_batch_count_are_not_stacked():
     with pytest.raises(NotStackable, match="batch counts"):
         train_members("cnn", KW, starts, masks, data, TrainHparams(epochs=1, batch_size=32), [0, 1], device=CPU,
                       progress=False)
+
+
+def test_independent_transfer_stacks_every_seeds_source_and_fresh_search(tiny_data, tmp_path):
+    """transfer --seeds 2 from a run, stacking forced (batch_arms yes, as a GPU does by itself): both seeds' source
+    searches and both fresh searches train stacked, and each seed's transfer then reuses its own fresh run."""
+    from ticketkit.fsio import read_json
+    from ticketkit.transfer import TransferConfig, transfer_ticket
+
+    cfg = tiny_find_config("cnn")
+    cfg.train.epochs, cfg.train.precision, cfg.prune.levels = 1, "fp32", 1
+    src = find_ticket(cfg, data_dir=tiny_data, store=tmp_path, progress=False)
+    tcfg = TransferConfig(target="yelp2", seeds=2, levels=[100, 80], controls=[], batch_arms="yes", max_train=200,
+                          max_test=100, train=TrainHparams(epochs=1, batch_size=32, precision="fp32"))
+    tr = transfer_ticket(str(src.path), tcfg, data_dir=tiny_data, store=tmp_path, progress=False)
+    res = read_json(tr.path / "results.json")
+    assert res["status"] == "complete" and sorted(res["replicates"]) == ["0", "1"]
+    # seed 0's source search is the given run (reused); seed 1's went through the lockstep (alone: nothing else trained)
+    assert "trained_by" not in read_json(res["replicates"]["0"]["source"] + "/run.json")
+    assert read_json(res["replicates"]["1"]["source"] + "/run.json")["trained_by"] == "stacked lockstep of seeds 0, 1"
+    for s, rep in res["replicates"].items():
+        fresh = read_json(rep["fresh"]["path"] + "/run.json")
+        assert fresh["trained_by"] == "stacked lockstep of seeds 0, 1" and fresh["config"]["seed"] == int(s)
+        assert rep["fresh"]["same_init"] is True
+    assert {(r["arm"], int(r["seed"])) for r in res["rows"] if r["arm"] == "fresh"} == {("fresh", 0), ("fresh", 1)}

@@ -84,7 +84,9 @@ class Lockstep:
     def _round(self, reqs: dict) -> None:
         together = {i: r for i, r in reqs.items() if not (r["checkpoint"] is not None and r["checkpoint"].exists())}
         alone = [i for i in reqs if i not in together]
-        if len(together) > 1:
+        if len(together) == 1:  # the other searches finished (or reused a finished run): this one trains alone
+            alone += list(together)
+        elif together:
             order = sorted(together)
             rs = [together[i] for i in order]
             try:
@@ -113,12 +115,14 @@ class Lockstep:
 
 
 def find_stacked(cfgs: list, *, data_dir=None, store=None, progress: bool = True, command: str | None = None,
-                 device=None, stop_flag=None, lockstep: Lockstep | None = None) -> list:
-    """Run (or reuse) one search per config (same architecture and hyperparameters, different seeds) in lockstep."""
+                 device=None, stop_flag=None, lockstep: Lockstep | None = None, tokenizer_from: list | None = None) -> list:
+    """Run (or reuse) one search per config (same architecture and hyperparameters, different seeds) in lockstep.
+    `tokenizer_from`: one tokenizer path (or None) per config, as `find_ticket` takes it (a transfer's fresh searches)."""
     from .find import find_ticket
 
     lock = lockstep or Lockstep(len(cfgs), cfgs[0].model.arch, model_kwargs(cfgs[0].model), device, progress)
-    lock.label = f"stacked with seeds {', '.join(str(c.seed) for c in cfgs)}"
+    # each training stacks with whichever of these searches train at the same time (alone when the others are done)
+    lock.label = f"stacked lockstep of seeds {', '.join(str(c.seed) for c in cfgs)}"
     dev = torch.device(device) if device is not None else default_device()
     if resolve_precision(cfgs[0].train.precision, dev) is not None:
         _log(progress, "note: under bf16 autocast the stacked kernels round differently from a single model's, so each "
@@ -133,7 +137,8 @@ def find_stacked(cfgs: list, *, data_dir=None, store=None, progress: bool = True
         with lock.cond:
             try:
                 runs[i] = find_ticket(cfgs[i], data_dir=data_dir, store=store, progress=progress, command=command,
-                                      device=device, stop_flag=stop_flag, trainer=lock.trainer(i))
+                                      device=device, stop_flag=stop_flag, trainer=lock.trainer(i),
+                                      tokenizer_from=tokenizer_from[i] if tokenizer_from else None)
             except BaseException as e:
                 errors[i] = e
             finally:
