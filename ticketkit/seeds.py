@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
     from .stacked_find import find_stacked, use_stacked
 
     if use_stacked(cfg.model.arch, len(cfgs), device, stacked, progress):
+        if workers > 1 and progress:
+            print(f"stacked seeds train in this process; --workers {workers} is not used", file=sys.stderr, flush=True)
         return find_stacked(cfgs, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
                             stop_flag=stop_flag)
     if workers <= 1 or len(cfgs) == 1:
@@ -74,6 +77,5 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
         for c, f in zip(cfgs, futs):
             paths.append(Path(f.result()))
             if progress:
-                import sys
                 print(f"seed {c.seed}: {paths[-1].name} done", file=sys.stderr, flush=True)
     return [Run(p) for p in paths]

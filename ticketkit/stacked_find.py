@@ -145,7 +145,9 @@ def find_stacked(cfgs: list, *, data_dir=None, store=None, progress: bool = True
                 lock.done()
 
     _log(progress, f"{len(cfgs)} seeds of {cfgs[0].model.arch} train as one stacked model, level by level")
-    threads = [threading.Thread(target=one, args=(i,), name=f"ticketkit-seed-{c.seed}") for i, c in enumerate(cfgs)]
+    # daemon: a second Ctrl-C ends the process without waiting for the searches (every file is written atomically)
+    threads = [threading.Thread(target=one, args=(i,), name=f"ticketkit-seed-{c.seed}", daemon=True)
+               for i, c in enumerate(cfgs)]
     for t in threads:
         t.start()
     for t in threads:
