@@ -191,3 +191,32 @@ def test_independent_transfer_stacks_every_seeds_source_and_fresh_search(tiny_da
         assert fresh["trained_by"] == "stacked lockstep of seeds 0, 1" and fresh["config"]["seed"] == int(s)
         assert rep["fresh"]["same_init"] is True
     assert {(r["arm"], int(r["seed"])) for r in res["rows"] if r["arm"] == "fresh"} == {("fresh", 0), ("fresh", 1)}
+
+
+def test_an_interrupted_stacked_find_resumes_to_the_same_runs(tiny_data, tmp_path):
+    """Ctrl-C during level 1 reaches every search (no thread left waiting), each run says interrupted and keeps its
+    finished level 0; the same call then finishes them, equal to an uninterrupted stacked find."""
+    cfg = tiny_find_config("cnn")
+    cfg.train.epochs, cfg.train.precision, cfg.prune.levels = 1, "fp32", 1
+    calls = []
+
+    def stop_at_level_1():  # called once per epoch of each stacked training; level 1's first epoch says stop
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(KeyboardInterrupt):
+        find_seeds(cfg, 2, data_dir=tiny_data, store=tmp_path / "a", progress=False, stacked=True,
+                   stop_flag=stop_at_level_1)
+    runs = sorted((tmp_path / "a").glob("find-*"))
+    assert len(runs) == 2
+    for rd in runs:
+        assert json.loads((rd / "run.json").read_text())["status"] == "interrupted"
+        assert (rd / "level-00" / "manifest.json").exists() and not (rd / "level-01").exists()
+    resumed = find_seeds(cfg, 2, data_dir=tiny_data, store=tmp_path / "a", progress=False, stacked=True)
+    clean = find_seeds(cfg, 2, data_dir=tiny_data, store=tmp_path / "b", progress=False, stacked=True)
+    for a, b in zip(resumed, clean):
+        assert a.path.name == b.path.name and a.info["status"] == "complete"
+        for pa, pb in zip(a.ticket_paths(), b.ticket_paths()):
+            ta, tb = Ticket.load(pa), Ticket.load(pb)
+            assert all(torch.equal(ta.masks[k], tb.masks[k]) for k in tb.masks)
+        assert [r["test_accuracy"] for r in a.levels] == [r["test_accuracy"] for r in b.levels]
