@@ -100,7 +100,8 @@ def test_per_member_early_stopping_and_best_state_are_each_members_own(arch):
 
 @pytest.mark.parametrize("arch", sorted(a for a in MODELS if has_member_form(a)))
 def test_stacked_seeds_equal_their_sequential_runs(tiny_data, tmp_path, arch):
-    cfg = tiny_find_config(arch)
+    # late resetting, so each member's snapshots (after K steps / K epochs) are exercised too
+    cfg = tiny_find_config(arch, rewind={"cnn": "step:3", "lstm": "epoch:1"}.get(arch, "step:3"))
     cfg.train.epochs, cfg.train.precision = 2, "fp32"
     stacked = find_seeds(cfg, 2, data_dir=tiny_data, store=tmp_path / "s", progress=False, stacked=True)
     seq = [find_ticket(replace(cfg, seed=s), data_dir=tiny_data, store=tmp_path / "q", progress=False) for s in (0, 1)]
