@@ -60,9 +60,11 @@ RECIPE_HELP = "a built-in recipe by name (see `ticketkit recipes`) or a TOML fil
                 help="run N independent searches, seeds --seed .. --seed+N-1 (each drives init, split, data order, dropout)")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="with --n-seeds: run the searches in N worker processes, one thread each")
+@click.option("--stacked/--no-stacked", default=None,
+              help="with --n-seeds: train the searches as one stacked model in lockstep (default: on a CUDA GPU only)")
 @config_options
 @common_options
-def find(dataset, arch, dataset_opt, recipe, data_dir, store, quiet, as_json, n_seeds, workers, **flags):
+def find(dataset, arch, dataset_opt, recipe, data_dir, store, quiet, as_json, n_seeds, workers, stacked, **flags):
     """Find lottery tickets: iterative or one-shot magnitude pruning on DATASET with ARCH.
 
     DATASET is a registered dataset (imdb, yelp2, sst2, ag_news, ...), any folder NAME under --data-dir holding
@@ -87,7 +89,7 @@ def find(dataset, arch, dataset_opt, recipe, data_dir, store, quiet, as_json, n_
             from .seeds import find_seeds
 
             runs = find_seeds(cfg, n_seeds, workers=workers, data_dir=data_dir, store=store, progress=not quiet,
-                              command=_command_line(), stop_flag=stop)
+                              command=_command_line(), stop_flag=stop, stacked=stacked)
     for run in runs:
         for w in level_warnings(run.info):
             click.echo(w, err=True)

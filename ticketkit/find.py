@@ -94,12 +94,14 @@ def _versions() -> dict:
 
 
 def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, progress: bool = True,
-                command: str | None = None, device=None, stop_flag=None, tokenizer_from=None) -> Run:
+                command: str | None = None, device=None, stop_flag=None, tokenizer_from=None, trainer=None) -> Run:
     """Run (or reuse) the lottery-ticket search that `config` describes. Returns the Run in the store.
 
     `tokenizer_from`: a tokenizer.json to use instead of building the vocabulary from the training split (the
     fresh arm of a transfer searches the target under the source's vocabulary, so its init equals the source's).
     Its content hash goes into the run name and run.json.
+    `trainer`: called instead of `ticketkit.train.train`, with its arguments (ticketkit.stacked_find trains the
+    searches of several seeds in lockstep through it).
     """
     cfg = (config or FindConfig()).validate()
     cfg = with_classes(cfg, data_dir).validate()  # the output layer's size and label mapping come from the data
@@ -120,7 +122,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
     if cfg.prune.control != "none":  # a control re-uses (or first runs) the magnitude run with the same settings
         source = find_ticket(replace(cfg, prune=replace(cfg.prune, control="none")), data_dir=data_dir, store=store,
                              progress=progress, command=None, device=device, stop_flag=stop_flag,
-                             tokenizer_from=tokenizer_from)
+                             tokenizer_from=tokenizer_from, trainer=trainer)
     from filelock import Timeout
 
     lock = store.lock(name)
@@ -146,10 +148,12 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
         if tok_from is not None:
             info["tokenizer_from"] = tok_from
+        if getattr(trainer, "label", None):  # provenance: trained stacked with other seeds (ticketkit.stacked_find)
+            info["trained_by"] = trainer.label
         info["status"] = "running"
         write_json(rd / "run.json", info)
         try:
-            _Search(cfg, rd, store, info, data_dir, progress, device, stop_flag, source, tokenizer_from).run()
+            _Search(cfg, rd, store, info, data_dir, progress, device, stop_flag, source, tokenizer_from, trainer).run()
         except (KeyboardInterrupt, TicketkitError) as e:
             # Record why the run stopped so `ls`/`show` say so; the checkpoints and finished levels stay for resuming.
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
@@ -220,8 +224,9 @@ def _complete(rd: Path) -> bool:
 
 class _Search:
     def __init__(self, cfg: FindConfig, rd: Path, store: Store, info: dict, data_dir, progress, device, stop_flag, source,
-                 tokenizer_from=None):
+                 tokenizer_from=None, trainer=None):
         self.cfg, self.rd, self.store, self.info = cfg, rd, store, info
+        self.trainer = trainer or train
         self.tokenizer_from = tokenizer_from
         self.data_dir, self.progress, self.device, self.stop_flag, self.source = data_dir, progress, device, stop_flag, source
 
@@ -398,7 +403,7 @@ class _Search:
         _log(self.progress, f"[{self.rd.name}] level {level}: training at {dens['prunable']:.2%} of prunable weights "
                             f"({dens['all']:.2%} of all)")
         ck = self.rd / "checkpoints" / f"level-{level:02d}.safetensors"
-        res = train(model, masks, self.data.train, self.data.val, self.data.test, cfg.train, cfg.seed, device=self.device,
+        res = self.trainer(model, masks, self.data.train, self.data.val, self.data.test, cfg.train, cfg.seed, device=self.device,
                     snapshots_at=snapshots_at, checkpoint=ck, progress=self.progress,
                     desc=f"level {level}", stop_flag=self.stop_flag)
         row = {"level": level, "density_prunable": dens["prunable"], "density_all": dens["all"],

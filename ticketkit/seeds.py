@@ -6,12 +6,14 @@ A seed replicates the whole experiment: it draws the initial weights, the subsam
 data order and the dropout masks of every training of the search (FindConfig.seed drives all four), so an interval
 over these runs covers every source of randomness, not just training noise. Each seed is an ordinary run with its
 own name (the seed is part of the hashed config), reused when it already finished. On a CPU the searches can run
-in worker processes, one thread each (`workers`).
+in worker processes, one thread each (`workers`); on a GPU (or when `stacked=True`) they train as one stacked model in
+lockstep (ticketkit.stacked_find).
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,8 +47,10 @@ def _find_job(cfg_dict: dict, data_dir, store_root: str, command) -> str:
 
 
 def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, data_dir=None, store=None,
-               progress: bool = True, command: str | None = None, device=None, stop_flag=None) -> list:
-    """Run (or reuse) one search per seed; returns their Runs in seed order."""
+               progress: bool = True, command: str | None = None, device=None, stop_flag=None,
+               stacked: bool | None = None) -> list:
+    """Run (or reuse) one search per seed; returns their Runs in seed order. `stacked`: None picks the stacked
+    lockstep on a CUDA device only, True forces it (any device), False never (ticketkit.stacked_find.use_stacked)."""
     from .find import Run, find_ticket
     from .store import Store
 
@@ -55,6 +59,13 @@ def find_seeds(config: FindConfig, seeds: int | list[int], *, workers: int = 1, 
     cfgs = [replace(cfg, seed=s).validate() for s in seeds]
     store = store if isinstance(store, Store) else Store(store)
     store.ensure()
+    from .stacked_find import find_stacked, use_stacked
+
+    if use_stacked(cfg.model.arch, len(cfgs), device, stacked, progress):
+        if workers > 1 and progress:
+            print(f"stacked seeds train in this process; --workers {workers} is not used", file=sys.stderr, flush=True)
+        return find_stacked(cfgs, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
+                            stop_flag=stop_flag)
     if workers <= 1 or len(cfgs) == 1:
         return [find_ticket(c, data_dir=data_dir, store=store, progress=progress, command=command, device=device,
                             stop_flag=stop_flag) for c in cfgs]

@@ -70,7 +70,7 @@ def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=N
                   f"then transfers to {cfg.target} at seed s")
     # Every seed's source search first (in worker processes when asked): the transfers then only train.
     runs = find_seeds(replace(src.find, seed=0), cfg.seeds, workers=cfg.workers, data_dir=data_dir, store=store,
-                      progress=progress, device=device, stop_flag=stop_flag)
+                      progress=progress, device=device, stop_flag=stop_flag, stacked=_stacked(cfg))
     with store.lock(name):
         rd.mkdir(parents=True, exist_ok=True)
         rp = rd / "results.json"
@@ -100,11 +100,29 @@ def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=N
         return TransferRun(rd)
 
 
+def _stacked(cfg) -> bool | None:
+    """batch_arms also decides whether the seeds' searches stack (ticketkit.stacked_find): yes, no, auto (GPU only)."""
+    return {"yes": True, "no": False}.get(cfg.batch_arms)
+
+
+def _fresh_together(ts: list, cfg, store, data_dir, progress, stop_flag, device) -> None:
+    """Every seed's fresh search at once, as one stacked model in lockstep where seeds stack (a GPU, or batch_arms
+    yes); each seed's transfer then reuses its finished fresh run (same config, same tokenizer: same run name)."""
+    from ..stacked_find import find_stacked, use_stacked
+
+    if not cfg.fresh or not use_stacked(ts[0].src.arch, len(ts), device, _stacked(cfg), progress):
+        return
+    find_stacked([t.fresh_config(t.plan()) for t in ts], data_dir=data_dir, store=store, progress=progress,
+                 device=device, stop_flag=stop_flag, tokenizer_from=[t.src.tokenizer_path for t in ts])
+
+
 def _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag, device) -> None:
     """Each seed's one-seed transfer of its own source search, its rows copied into the group as it finishes."""
-    for seed, run in zip(cfg.seeds, runs):
-        s_src = resolve_source(str(run.path), store, cfg.target, cfg.arch)
-        one = _Transfer(replace(cfg, seeds=[seed]), s_src, store, data_dir, progress, command, stop_flag, device).run()
+    ts = [_Transfer(replace(cfg, seeds=[seed]), resolve_source(str(run.path), store, cfg.target, cfg.arch), store,
+                    data_dir, progress, command, stop_flag, device) for seed, run in zip(cfg.seeds, runs)]
+    _fresh_together(ts, cfg, store, data_dir, progress, stop_flag, device)
+    for seed, run, t in zip(cfg.seeds, runs, ts):
+        one = t.run()
         r = one.results
         res["replicates"][str(seed)] = {"source": str(run.path), "transfer": str(one.path),
                                         "oov_rate": r.get("oov_rate"), "data": r.get("data"),
