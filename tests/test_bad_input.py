@@ -73,7 +73,7 @@ def _set(df, col, row, value):
 # name -> (setup(tmp, tiny_data, ref) -> argv after `ticketkit`, words the message must contain)
 CASES = {
     "unknown dataset": (lambda tmp, data, ref: ["find", "mnist", "cnn", "--data-dir", data], ["unknown dataset 'mnist'", "imdb", "mnist/train.parquet"]),
-    "unknown architecture": (lambda tmp, data, ref: ["find", "imdb", "transformer", "--data-dir", data], ["'transformer' is not one of", "cnn"]),
+    "unknown architecture": (lambda tmp, data, ref: ["find", "imdb", "resnet", "--data-dir", data], ["'resnet' is not one of", "cnn"]),
     "recipe syntax error": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, "[train\nepochs = 3\n")], ["not valid TOML", "line 1"]),
     "recipe unknown key": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, "[train]\nepochz = 3\n")], ["unknown key 'train.epochz'", "epochs"]),
     "recipe wrong type": (lambda tmp, data, ref: ["find", "--data-dir", data, *_recipe(tmp, '[train]\nepochs = "three"\n')], ["train.epochs", "expected int"]),

@@ -51,7 +51,7 @@ def test_help_shows_defaults_choices_and_env_vars():
                  "TICKETKIT_MALLOC"):
         assert text in find, text
     transfer = run_cli("transfer", "--help").stdout
-    for text in ("--to [ag_news|imdb|sst2|yelp2|NAME]", "--arch [cnn|lstm]", "[default: (3)]", "[default: (20)]", "TICKETKIT_STORE"):
+    for text in ("--to [ag_news|imdb|sst2|yelp2|NAME]", "--arch [cnn|lstm|transformer]", "[default: (3)]", "[default: (20)]", "TICKETKIT_STORE"):
         assert text in transfer, text
     assert "TICKETKIT_DEBUG" in run_cli("--help").stdout
     push = run_cli("push", "--help").stdout

@@ -250,16 +250,16 @@ def _mark_interrupted(run: Path) -> None:
     (run / "levels.csv").unlink()
 
 
-@pytest.mark.parametrize("window", ["trained-not-ticket", "ticket-not-trained", "mid-overwrite", "temp-files-left"])
+@pytest.mark.parametrize("window", ["trained-not-ticket", "trained-file-lost", "mid-overwrite", "temp-files-left"])
 def test_crash_windows_resume_identically(window, tiny_data, tmp_path, tmp_path_factory):
     """The narrow windows a timed kill rarely hits, recreated exactly: each resumes to the reference, bit for bit."""
     ref = reference_run(tmp_path_factory, tiny_data)
     store, run = _copy_run(ref, tmp_path)
     _mark_interrupted(run)
-    if window == "trained-not-ticket":      # killed after trained/level-02 was written, before its ticket
+    if window == "trained-not-ticket":      # killed after level 2 trained, before its ticket was complete
         shutil.rmtree(run / "level-02")
-    elif window == "ticket-not-trained":    # trained weights lost: the level is retrained (deterministic)
-        (run / "trained" / "level-01.safetensors").unlink()
+    elif window == "trained-file-lost":     # a level's trained weights lost: the level is retrained (deterministic)
+        (run / "level-01" / "trained.safetensors").unlink()
     elif window == "mid-overwrite":         # killed between Ticket.save's two renames
         os.replace(run / "level-02", run / ".level-02.old")
         shutil.copytree(run / ".level-02.old", run / ".level-02.abc123.tmp")
@@ -454,7 +454,7 @@ def test_paths_cannot_escape_the_store(tiny_data, tmp_path, tmp_path_factory):
     # A recipe has no path-valued settings at all: a path where a value goes is just an unknown key or a bad value.
     from ticketkit.cli import build_find_config
     (tmp_path / "r.toml").write_text('[data]\ndataset = "../../etc/passwd"\n')
-    with pytest.raises(TicketkitError, match="unknown dataset"):
+    with pytest.raises(TicketkitError, match="is not a dataset name"):
         build_find_config(str(tmp_path / "r.toml"), None, None, {})
 
 

@@ -42,7 +42,7 @@ def test_bad_threads_is_a_usage_error():
 
 def _digests(run_dir):
     return {p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted([*run_dir.glob("level-*/ticket.safetensors"), *run_dir.glob("trained/*.safetensors")])}
+            for p in sorted([*run_dir.glob("level-*/ticket.safetensors"), *run_dir.glob("level-*/trained.safetensors")])}
 
 
 @pytest.mark.skipif(threads.available() < 2, reason="needs 2 cores to compare 1 thread with 2")

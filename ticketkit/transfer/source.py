@@ -197,7 +197,15 @@ def default_sources(store: Store, target: str, arch: str | None = None) -> list[
         what = f"{arch} " if arch else ""
         raise TicketkitError(f"no finished {what}find run on a dataset other than {target} in the store {store.root}: "
                              f"run `ticketkit find imdb {arch or 'cnn'}` first, or pass a ticket or run")
-    return sorted(runs, key=lambda r: r.get("finished", ""), reverse=True)
+    # "finished" has one-second resolution: two runs finished in the same second are ordered by run.json's mtime
+    return sorted(runs, key=lambda r: (r.get("finished", ""), _mtime(Path(r["path"]) / "run.json")), reverse=True)
+
+
+def _mtime(p: Path) -> int:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _single(p: Path) -> Source:
