@@ -87,7 +87,8 @@ def test_seed_study_grid():
     quick = expand(load_sweep_recipe(REPO / "recipes" / "seed_study.toml", quick=True))
     assert len(quick.cells) == 42 and quick.name != full.name
     assert {c.config["seed"] for c in quick.cells} == {0, 1, 2}
-    assert all(c.config["data"]["max_train"] == 600 and c.config["prune"]["levels"] == 3 for c in quick.cells)
+    assert all(c.config["data"]["max_train"] == 1000 and c.config["prune"]["levels"] == 3
+               and c.config["train"]["epochs"] == 20 for c in quick.cells)
 
 
 def test_one_at_a_time_design_and_its_errors():
