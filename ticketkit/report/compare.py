@@ -110,7 +110,7 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
                "", r["markdown"]]
         plots, diffs, text = r["plots"], r["differences"], r["text"]
     else:  # the runs differ only in their seed: one curve over them
-        r = render([{**p, "cond": {**p["cond"], "runs": "all"}} for p in points], Design({"runs": ["all"]}, {}),
+        r = render([{**p, "cond": {"runs": "all"}} for p in points], Design({"runs": ["all"]}, {}),
                    out, "axis-", "compared runs")
         md += ["The runs differ only in their seed: one curve over them, no difference to take.", "", r["markdown"]]
         plots, diffs, text = r["plots"], [], "the runs differ only in their seed: no paired differences"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import textwrap
 from dataclasses import dataclass
 
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, t_interval
@@ -190,8 +191,10 @@ def plot_axis(points: list[dict], design: Design, axis: str, path, title: str):
         if handles:
             ax.legend(handles, labels, fontsize=7)
     held = design.held(axis)
-    fig.suptitle(f"{title}: {axis}" + (f", other axes at the reference ({_where(held)})" if held else "")
-                 + f"; mean and 95 % t-interval over independent seeds (band for n >= {MIN_N})", fontsize=9)
+    # wrapped: one long line was clipped at the figure's edges
+    fig.suptitle(textwrap.fill(f"{title}: {axis}" + (f", other axes at the reference ({_where(held)})" if held else "")
+                               + f"; mean and 95 % t-interval over independent seeds (band for n >= {MIN_N})", 90),
+                 fontsize=9)
     fig.tight_layout()
     write_with(path, lambda p: fig.savefig(p, format="png", dpi=110))
     return fig
