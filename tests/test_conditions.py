@@ -145,3 +145,19 @@ def test_compare_cli_and_bad_input(tmp_path):
     transfer_run(store, "transfer-a", "init", ACC[("init", "local")])
     p = run_cli("compare", "transfer-a", "--arm", "fresh", "--store", store, check=False)
     assert p.returncode == 3 and "no 'fresh' arm" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_compare_runs_that_differ_only_in_seed_gives_a_table_per_level(tmp_path):
+    """Seeds of one setting (the headline's source searches): one curve, a per-level mean with a t-interval over
+    the usable seeds only for n >= 3, flagged cells counted apart and labelled runs=all, not by every setting."""
+    store = tmp_path / "store"
+    for s in range(3):
+        find_run(store, f"find-imdb-cnn-s{s}", "init", s, ACC[("init", "local")])
+    info = json.loads((store / "find-imdb-cnn-s2" / "run.json").read_text())
+    info["levels"][3]["flags"] = ["dead units"]
+    (store / "find-imdb-cnn-s2" / "run.json").write_text(json.dumps(info))
+    md = compare([f"find-imdb-cnn-s{s}" for s in range(3)], out=tmp_path / "c", store=store).markdown.read_text()
+    # seed s adds s * 0.5 points: level 0 is 86.0, 86.5, 87.0 -> mean 86.50, sd 0.50, t(2) half-width 1.24
+    assert "| 0 | 100 | 3 | 0 | 86.50 | 0.50 | [85.26, 87.74] |" in md
+    assert "| 3 | 7 | 2 | 1 | 78.25 | 0.35 | no interval (n < 3) |" in md
+    assert "| runs=all | 2 | 7 | 79.00 | dead units |" in md

@@ -17,6 +17,7 @@ from ..errors import TicketkitError
 from ..fsio import read_json, write_text
 from ..store import Store
 from .conditions import Design, render, varying
+from .stats import mean_sd, t_interval
 from .tables import format_table
 
 # Not conditions: the seed (cells are paired by it), a transfer's seed list, and settings that never change a result.
@@ -112,7 +113,8 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
     else:  # the runs differ only in their seed: one curve over them
         r = render([{**p, "cond": {"runs": "all"}} for p in points], Design({"runs": ["all"]}, {}),
                    out, "axis-", "compared runs")
-        md += ["The runs differ only in their seed: one curve over them, no difference to take.", "", r["markdown"]]
+        md += ["The runs differ only in their seed: one curve over them, no difference to take.", "",
+               seed_table(points), "", r["markdown"]]
         plots, diffs, text = r["plots"], [], "the runs differ only in their seed: no paired differences"
     write_text(out / "compare.md", "\n".join(md))
     cols = ["run", "seed", "level", "density_prunable", "test_accuracy", "flags"]
@@ -120,3 +122,20 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
                                                   ";".join(pt["flags"])])) for p, _, pts in runs for pt in pts]
     write_text(out / "points.csv", "\n".join(lines) + "\n")
     return Compared(out, out / "compare.md", plots, axes, diffs, f"{listing}\n{text}")
+
+
+def seed_table(points: list[dict]) -> str:
+    """Per level: the mean test accuracy over the seeds whose cell is not flagged, its sd and 95 % t-interval
+    (n >= 3 only), the measured % remaining, and how many flagged cells were left out."""
+    rows = []
+    for key in sorted({p["key"] for p in points}):
+        at = [p for p in points if p["key"] == key]
+        ok = [p["acc"] * 100 for p in at if not p["flags"]]
+        m, sd = mean_sd(ok) if ok else (None, None)
+        ci = t_interval(ok) if len(ok) >= 3 else None
+        dens = sum(p["density"] for p in at) / len(at) * 100
+        rows.append(f"| {key} | {dens:.3g} | {len(ok)} | {len(at) - len(ok)} | "
+                    + (f"{m:.2f}" if m is not None else "-") + " | " + (f"{sd:.2f}" if ok and len(ok) > 1 else "-")
+                    + " | " + (f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "no interval (n < 3)") + " |")
+    return "\n".join(["| level | % remaining (mean measured) | n usable | flagged, left out | mean test acc | sd | 95% CI |",
+                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows])
