@@ -31,7 +31,7 @@ def test_every_projection_is_its_own_prunable_xavier_layer():
             assert f"layers.{i}.{p}.weight" in names
     w = dict(m.named_parameters())["layers.0.ff1.weight"]  # [512, 128]: Xavier-normal std sqrt(2 / (128 + 512))
     assert abs(float(w.detach().std()) - (2 / 640) ** 0.5) < 0.1 * (2 / 640) ** 0.5
-    assert all(float(p.min()) == 1.0 for n, p in m.named_parameters() if "norm" in n and n.endswith("weight"))
+    assert all(float(p.detach().min()) == 1.0 for n, p in m.named_parameters() if "norm" in n and n.endswith("weight"))
 
 
 def test_find_and_transfer_with_arms_pruned_at_init(tiny_data, tmp_path):
