@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from conftest import TINY_FLAGS, make_sentiment_data, run_cli
-from hub_double import free_port
-from test_hub import _git, _wait_port
+from olah_server import commit_all, serve
 
 pytestmark = pytest.mark.hub
 
@@ -29,30 +26,9 @@ def olah_dataset(tmp_path_factory):
     repo.mkdir(parents=True)
     for split in ("train", "test"):
         shutil.copy(root / "data" / "imdb" / f"{split}.parquet", repo / f"{split}.parquet")
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "the reviews")
-    port = free_port()
-    (root / "olah.toml").write_text(f"""
-[basic]
-host = "127.0.0.1"
-port = {port}
-repos-path = "{root / 'cache'}"
-mirrors-path = ["{root / 'mirrors'}"]
-mirror-netloc = "127.0.0.1:{port}"
-mirror-lfs-netloc = "127.0.0.1:{port}"
-[accessibility]
-offline = true
-""")
-    log = open(root / "olah.log", "w")
-    proc = subprocess.Popen(["olah-cli", "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_port(port, proc)
-        yield {"url": f"http://127.0.0.1:{port}", "sha": _git(repo, "rev-parse", "HEAD"), "root": root}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    sha = commit_all(repo, "the reviews")
+    with serve(root) as url:
+        yield {"url": url, "sha": sha, "root": root}
 
 
 def test_find_on_hub_data_records_the_revision(olah_dataset, tmp_path):

@@ -228,9 +228,8 @@ def olah_dataset(tmp_path):
     """olah (a real Hub mirror server, offline mode, on loopback) serving org/corpus, a dataset repo in git with
     data/train.parquet and data/validation.parquet, as `datasets` exports them."""
     import shutil
-    import socket
-    import subprocess
-    import time
+
+    from olah_server import commit_all, serve
 
     if shutil.which("olah-cli") is None or shutil.which("git") is None:
         pytest.skip("olah-cli (pip install olah) and git are needed to serve a dataset repo on loopback")
@@ -238,33 +237,9 @@ def olah_dataset(tmp_path):
     repo = root / "mirrors" / "datasets" / "org" / "corpus"
     make_topics(repo, "data", text="sentence")
     (repo / "data" / "test.parquet").rename(repo / "data" / "validation.parquet")  # labelled, as sst2's is
-
-    def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo,
-                              check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-q", "-m", "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "olah.toml").write_text(f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "cache"}"\n'
-                                    f'mirrors-path = ["{root / "mirrors"}"]\nmirror-netloc = "127.0.0.1:{port}"\n'
-                                    f'mirror-lfs-netloc = "127.0.0.1:{port}"\n[accessibility]\noffline = true\n')
-    with open(root / "olah.log", "w") as log:
-        proc = subprocess.Popen(["olah-cli", "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with socket.socket() as s:
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                assert proc.poll() is None and time.monotonic() < deadline, (root / "olah.log").read_text()
-                time.sleep(0.2)
-            yield {"url": f"http://127.0.0.1:{port}", "sha": git("rev-parse", "HEAD")}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    sha = commit_all(repo, "data")
+    with serve(root) as url:
+        yield {"url": url, "sha": sha}
 
 
 def test_a_hub_dataset_through_find_records_its_revision(olah_dataset, tmp_path):

@@ -14,16 +14,15 @@ import re
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import TINY_FLAGS, run_cli
 from hub_double import HubDouble, free_port
+from olah_server import commit_all, serve
 
 pytestmark = pytest.mark.hub
 
@@ -343,23 +342,6 @@ def test_tampered_ticket_is_refused(run_dir, tmp_path, damage):
 
 
 # ------------------------------------------------------------------------------------------------ olah
-def _wait_port(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"olah exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"olah did not listen on {port} within {seconds}s")
-
-
-def _git(cwd: Path, *args) -> str:
-    return subprocess.run(["git", "-c", "user.name=ticketkit", "-c", "user.email=t@example.com", *args], cwd=cwd,
-                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def olah(run_dir, tmp_path_factory):
     """olah in offline mirror mode serving bob/imdb-run, a git repo holding the run's tickets, and bob/not-a-ticket."""
@@ -372,41 +354,14 @@ def olah(run_dir, tmp_path_factory):
         shutil.copy(run_dir / f, repo / f)
     for d in sorted(run_dir.glob("level-*")):
         shutil.copytree(d, repo / d.name)
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "a ticketkit run")
+    sha = commit_all(repo, "a ticketkit run")
     other = root / "mirrors" / "models" / "bob" / "not-a-ticket"
     other.mkdir(parents=True)
     (other / "README.md").write_text("# just a model\n")
     (other / "config.json").write_text("{}\n")
-    _git(other, "init", "-q", "-b", "main")
-    _git(other, "add", "-A")
-    _git(other, "commit", "-q", "-m", "x")
-    port = free_port()
-    (root / "olah.toml").write_text(f"""
-[basic]
-host = "127.0.0.1"
-port = {port}
-repos-path = "{root / 'cache'}"
-mirrors-path = ["{root / 'mirrors'}"]
-mirror-netloc = "127.0.0.1:{port}"
-mirror-lfs-netloc = "127.0.0.1:{port}"
-[accessibility]
-offline = true
-""")
-    log = open(root / "olah.log", "w")
-    proc = subprocess.Popen(["olah-cli", "-c", str(root / "olah.toml")], cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_port(port, proc)
-        yield {"url": f"http://127.0.0.1:{port}", "sha": _git(repo, "rev-parse", "HEAD"), "root": root}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+    commit_all(other, "x")
+    with serve(root) as url:
+        yield {"url": url, "sha": sha, "root": root}
 
 
 def test_olah_pull_load_transfer(olah, run_dir, tiny_data, tmp_path):

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -72,6 +73,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os_err = _wrapped_os_error(e)
         if os_err is not None:
             raise _fs_error(path, os_err) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp dir beside `path`; on success rename it to `path` (swapping out an old one when overwrite).
+    A reader never sees half a directory: the old one or the new one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        public_mode(tmp, directory=True)
+    except OSError as e:
+        raise _fs_error(path, e) from None
+    try:
+        yield tmp
+        if overwrite and path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _fs_error(path, e) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -15,9 +15,6 @@ positions, so a text's logits depend slightly on the padding its batch gives it;
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -210,7 +207,7 @@ def export_trained(ticket, out_dir) -> dict:
     (a temp dir beside it, then one rename). Returns size.json's content. Refuses an existing OUT_DIR."""
     from safetensors.torch import save_file
 
-    from .fsio import _fs_error, fsync_dir, public_mode, write_json, write_text, write_with
+    from .fsio import atomic_dir, write_json, write_text, write_with
 
     if ticket.trained is None:
         SparseClassifier.from_ticket(ticket)  # raises the one-line "no trained weights" error
@@ -218,13 +215,7 @@ def export_trained(ticket, out_dir) -> dict:
     if out.exists():
         raise TicketkitError(f"{out} already exists: choose another output directory or delete it")
     state = masked_trained(ticket.trained, ticket.mask)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        public_mode(tmp, directory=True)
-    except OSError as e:
-        raise _fs_error(out, e) from None
-    try:
+    with atomic_dir(out) as tmp:
         write_with(tmp / "model.safetensors", lambda p: save_file(state, str(p), metadata={"ticketkit": json.dumps({"content": "trained x mask", "packing": "dense"})}))
         write_json(tmp / "config.json", {**ticket.config, "exported": {"from": str(ticket.path), "weights": "trained x mask"}})
         write_text(tmp / "tokenizer.json", ticket.tokenizer.to_str())
@@ -232,12 +223,4 @@ def export_trained(ticket, out_dir) -> dict:
                 "level": ticket.config.get("level"), "run": ticket.config.get("run"),
                 "test_accuracy": ticket.config.get("metrics", {}).get("test_accuracy")}
         write_json(tmp / "size.json", size)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _fs_error(out, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return size

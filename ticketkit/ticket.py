@@ -27,7 +27,7 @@ from huggingface_hub import ModelHubMixin
 
 from .card import TAGS
 from .errors import IntegrityError, TicketkitError, shorten
-from .fsio import fsync_dir, public_mode, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
+from .fsio import atomic_dir, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
 from .tensorfiles import FORMAT_VERSION, KINDS, WEIGHT_FILES, read_tensors, write_tensors  # noqa: F401
@@ -116,31 +116,8 @@ class Ticket(ModelHubMixin, library_name="ticketkit", tags=list(TAGS),
         path = Path(path)
         if path.exists() and not overwrite:
             raise TicketkitError(f"{path} already exists: choose another path or pass overwrite=True")
-        from .fsio import _fs_error
-
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-            public_mode(tmp, directory=True)
-        except OSError as e:
-            raise _fs_error(path, e) from None
-        try:
+        with atomic_dir(path, overwrite=True) as tmp:
             self.save_pretrained(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-            fsync_dir(path.parent)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise _fs_error(path, e) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.path = path
         return path
 
