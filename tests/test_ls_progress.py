@@ -43,3 +43,21 @@ def test_ls_tells_a_quick_run_from_a_full_one(quick_runs):
     tr = next(r for r in rows if r.split()[0].startswith("transfer-"))
     assert "100,64.4 x 2 arms" in tr and "1 seed(s)" in tr and "levels 0" not in tr
     assert len(tr.split()) >= 12  # every column filled: dense and sparsest accuracy too
+
+
+def test_ls_counts_the_finished_levels_of_a_run_still_going(quick_runs, tmp_path):
+    """run.json lists its levels only when the search completes; while it runs (or after a kill) `ls` counts the
+    level tickets already on disk, so a long search can be watched."""
+    import json
+    import shutil
+
+    store, _, _ = quick_runs
+    src = next(p for p in store.iterdir() if p.name.startswith("find-"))
+    part = tmp_path / "store"
+    run = part / src.name
+    shutil.copytree(src, run)
+    shutil.rmtree(run / "level-02")  # killed while training level 2
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))
+    row = next(r.split() for r in run_cli("ls", "--store", part).stdout.splitlines()[2:] if r.startswith("find-"))
+    assert row[2] == "interrupted" and row[8] == "2/3", row
