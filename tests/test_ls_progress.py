@@ -61,3 +61,25 @@ def test_ls_counts_the_finished_levels_of_a_run_still_going(quick_runs, tmp_path
     (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))
     row = next(r.split() for r in run_cli("ls", "--store", part).stdout.splitlines()[2:] if r.startswith("find-"))
     assert row[2] == "interrupted" and row[8] == "2/3", row
+
+
+def test_compare_reads_the_finished_levels_of_a_run_still_going(quick_runs, tmp_path):
+    """A long search is published with its status: compare (and Run.levels) take the levels already finished on
+    disk when run.json does not list them yet, each with its seed."""
+    import json
+    import shutil
+
+    from ticketkit.find import Run
+
+    store, _, _ = quick_runs
+    src = next(p for p in store.iterdir() if p.name.startswith("find-"))
+    run = tmp_path / "store" / src.name
+    shutil.copytree(src, run)
+    full = json.loads((run / "run.json").read_text())
+    shutil.rmtree(run / "level-02")
+    (run / "run.json").write_text(json.dumps(dict(full, status="running", levels=[])))
+    assert Run(run).levels == full["levels"][:2]
+    out = run_cli("compare", run, src, "--out", tmp_path / "cmp", "--store", store).stdout
+    pts = (tmp_path / "cmp" / "points.csv").read_text().splitlines()[1:]
+    assert sorted(ln.split(",")[2] for ln in pts) == ["0", "0", "1", "1", "2"]  # 2 levels of the partial, 3 of the whole
+    assert " - " not in out.splitlines()[2]  # the partial run's seed is listed

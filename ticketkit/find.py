@@ -31,7 +31,7 @@ from .progress import Overall
 from .prune import PruneContext, densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
 from .prune_init import METHODS, prune_at_init
 from .report.levels import levels_csv as _csv  # levels.csv is a report; its writer lives with the others
-from .store import Store, level_dirs, link_duplicates, pick_level
+from .store import Store, finished_levels, level_dirs, link_duplicates, pick_level
 from .ticket import Ticket, param_spec
 from .train import train
 
@@ -47,7 +47,7 @@ class Run:
 
     @property
     def levels(self) -> list[dict]:
-        return self.info.get("levels", [])
+        return finished_levels(self.path, self.info)
 
     @property
     def config(self) -> FindConfig:

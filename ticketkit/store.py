@@ -185,6 +185,14 @@ def ticket_states(run: Path) -> dict:
     return {"tickets": done, "incomplete_tickets": incomplete}
 
 
+def finished_levels(run: Path, info: dict) -> list[dict]:
+    """A find run's level rows: run.json lists them once the search completes; until then (running, or killed)
+    each finished level ticket's own summary, so a long search can be watched and published with its status."""
+    if info.get("levels"):
+        return info["levels"]
+    return [read_json(d / "config.json")["summary"] for d in level_dirs(run)]
+
+
 def level_dirs(run: Path) -> list[Path]:
     """Complete ticket directories of a run, in level order. Incomplete ones (no manifest) are skipped."""
     out = []

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import config_hash
 from ..errors import TicketkitError
 from ..fsio import read_json, write_text
-from ..store import Store
+from ..store import Store, finished_levels
 from .conditions import Design, render, varying
 from .stats import mean_sd, t_interval
 from .tables import format_table
@@ -67,7 +67,7 @@ def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
         cond = {"kind": "find", **_flat(info["config"])}
         return cond, [{"cond": cond, "seed": info["config"].get("seed", 0), "key": r["level"],
                        "density": r["density_prunable"], "acc": r["test_accuracy"], "flags": r.get("flags") or []}
-                      for r in info.get("levels", [])]
+                      for r in finished_levels(path, info)]
     res = read_json(path / "results.json")
     if not isinstance(res, dict) or not isinstance(res.get("rows"), list):
         raise TicketkitError(f"{path}/results.json is not a ticketkit transfer result (no 'rows' list)")
