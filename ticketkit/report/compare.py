@@ -58,6 +58,12 @@ def resolve_run(ref: str, store=None) -> Path:
     return p
 
 
+def _status(path: Path) -> str:
+    f = path / "run.json" if (path / "run.json").exists() else path / "results.json"
+    info = read_json(f)
+    return str(info.get("status", "complete")) if isinstance(info, dict) else "?"
+
+
 def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
     """(condition, points) of one run: a find run's levels, or one arm of a transfer run."""
     if (path / "run.json").exists():
@@ -98,8 +104,9 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
     design = Design(axes, {a: first.get(a) for a in axes})
     out = Path(out) if out else Path(f"compare-{config_hash({'runs': sorted(str(p) for p in paths)})}")
     out.mkdir(parents=True, exist_ok=True)
-    listing = format_table(["run", "kind", "seed(s)", "condition"],
-                           [[p.name, c["kind"], ", ".join(map(str, sorted({x["seed"] for x in pts}))) or "-",
+    # status and cell count: a run still going (or killed) is compared on what it finished, and says so
+    listing = format_table(["run", "kind", "status", "cells", "seed(s)", "condition"],
+                           [[p.name, c["kind"], _status(p), len(pts), ", ".join(map(str, sorted({x["seed"] for x in pts}))) or "-",
                              ", ".join(f"{a}={c.get(a)}" for a in axes) or "(the same settings)"] for p, c, pts in runs])
     md = [f"# Compared: {len(runs)} runs", "", "```", listing, "```", ""]
     if axes:
