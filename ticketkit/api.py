@@ -29,6 +29,44 @@ def verify(ref: str | None = None, store=None) -> dict:
     return {"checked": checked, "problems": problems}
 
 
+def _resolve(ref, st: Store) -> Path:
+    """A directory as given, else the one run in the store whose name is (or starts with) ref."""
+    p = Path(str(ref))
+    if p.exists():
+        return p
+    matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == str(ref) or d.name.startswith(str(ref))]
+    if len(matches) != 1:
+        raise TicketkitError(f"no single run called {str(ref)!r} in the store {st.root} "
+                             f"({len(matches)} match): pass its directory; see `ticketkit ls`")
+    return matches[0]
+
+
+def _merged_report(paths: list, out) -> Reported:
+    """Replicates run apart, merged (ticketkit.transfer.merge) into `out` (default ./<group name>), atomically."""
+    from .fsio import atomic_dir, write_json
+    from .report import render_report, summary_table
+    from .report.transfer import flag_line, flagged_rows
+    from .transfer.merge import merge_replicates
+
+    res = merge_replicates(paths)
+    out = Path(out) if out is not None else Path(res["name"])
+    if out.exists():  # replace only an earlier merge of the same group, never another directory's files
+        old = out / "results.json"
+        prev = read_json(old) if old.is_file() else None
+        if not (isinstance(prev, dict) and prev.get("name") == res["name"] and prev.get("merged_from")):
+            raise TicketkitError(f"{out} exists and is not an earlier merge of {res['name']}: pass a new --out directory")
+    with atomic_dir(out, overwrite=True) as tmp:
+        write_json(tmp / "results.json", res)
+        render_report(res, tmp)
+    files = {"results": out / "results.json", "csv": out / "results.csv", "markdown": out / "report.md",
+             "plot": out / "accuracy_vs_density.png"}
+    return Reported({"name": res["name"], "seeds": sorted(int(s) for s in res["replicates"]),
+                     **{k: str(v) for k, v in files.items()}},
+                    f"{res['name']}: {len(res['replicates'])} independent replicates merged\n{summary_table(res)}\n"
+                    f"wrote {', '.join(str(v) for v in files.values())}",
+                    tuple(flag_line(r) for r in flagged_rows(res)))
+
+
 @dataclass
 class Reported:
     data: dict              # what --json prints: the files written
@@ -36,22 +74,22 @@ class Reported:
     warnings: tuple = ()    # one line per flagged cell (in the tables, but never evidence)
 
 
-def report(ref: str, store=None) -> Reported:
+def report(ref, store=None, out=None) -> Reported:
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone, or
     a sweep's report.md and cells.csv over all its cells, or a find run's lottery-ticket figure (with its
-    controls from the store). `ref` is a directory or a run name in the store."""
+    controls from the store). `ref` is a directory or a run name in the store; a list of several transfer
+    replicates (`transfer --replicate S`) is merged into their group's report, written to `out`."""
     from .report import render_report, summary_table
     from .report.transfer import flag_line, flagged_rows
 
     st = store if isinstance(store, Store) else Store(store)
-    ref = str(ref)
-    p = Path(ref)
-    if not p.exists():
-        matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == ref or d.name.startswith(ref)]
-        if len(matches) != 1:
-            raise TicketkitError(f"no single run called {ref!r} in the store {st.root} "
-                                 f"({len(matches)} match): pass its directory; see `ticketkit ls`")
-        p = matches[0]
+    if isinstance(ref, (list, tuple)):
+        if len(ref) > 1:
+            return _merged_report([_resolve(r, st) for r in ref], out)
+        ref = ref[0]
+    if out is not None:
+        raise TicketkitError("--out is for a merge of several replicates; one run's report is rebuilt in its directory")
+    p = _resolve(ref, st)
     if (p / "sweep.json").exists():  # a sweep: one report over all its cells
         from .sweep import cell_states, report_sweep
 

@@ -256,12 +256,15 @@ def sweep_status(ref, store, quiet, as_json):
 @click.argument("source", required=False, shell_complete=complete_find_run)
 @transfer_options(shared=False)
 @click.option("--level", default=None, help="transfer one level of the SOURCE run: an index (3) or % remaining (16.9)")
+@click.option("--replicate", type=click.IntRange(min=0), default=None, metavar="S",
+              help="run seed S's independent replicate alone (its own source search and transfer at seed S); "
+                   "`ticketkit report` merges replicates run apart into the --n-seeds group")
 @click.option("--recipe", default=None,
               help="a built-in recipe's name or a TOML file: [transfer] plus [train]/[data]; without SOURCE its find "
                    "settings give the source (found first if it is not in the store)")
 @transfer_options(shared=True)
 @common_options
-def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
+def transfer(source, level, replicate, recipe, data_dir, store, quiet, as_json, **flags):
     """Transfer a ticket to another dataset: transferred, random and fresh tickets at each level, with a report.
 
     SOURCE is a ticket, a run (path or name), or hf://user/repo[@rev]; by default the newest finished find run in
@@ -273,21 +276,25 @@ def transfer(source, level, recipe, data_dir, store, quiet, as_json, **flags):
     # Training logs go to stderr, so --json leaves stdout machine-readable.
     with SigintFlag() as stop, contextlib.redirect_stdout(sys.stderr):
         run = transfer_command(source, recipe, flags, level=level, data_dir=data_dir, store=store, progress=not quiet,
-                               command=_command_line(), stop_flag=stop)
+                               command=_command_line(), stop_flag=stop, replicate=replicate)
     _emit({"run": str(run.path), **run.results}, as_json, f"{run.table()}\nreport {run.path / 'report.md'}")
 
 
 @main.command()
-@click.argument("ref", metavar="RUN", shell_complete=complete_report_ref)
+@click.argument("refs", nargs=-1, required=True, metavar="RUN...", shell_complete=complete_report_ref)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="where a merge of several replicates goes (default ./<the group's name>)")
 @store_option("where to look the run up by name")
 @output_options("no flagged-cell lines on stderr")
-def report(ref, store, quiet, as_json):
+def report(refs, out, store, quiet, as_json):
     """Rebuild a transfer run's results.csv, report.md and accuracy_vs_density.png from its results.json alone
     (or, for a sweep-<hash> directory, one report.md and cells.csv over all its cells). For a find run: the
-    lottery-ticket figure, test accuracy vs % weights remaining, with its controls from the store when present."""
+    lottery-ticket figure, test accuracy vs % weights remaining, with its controls from the store when present.
+    Several transfer runs written by `transfer --replicate S` (directories or results.json files) are merged into
+    the report of their group, with intervals over the seeds: the same name and rows as one `--n-seeds` run."""
     from .api import report as build_report
 
-    rep = build_report(ref, store)
+    rep = build_report(list(refs), store, out=out)
     for w in () if quiet else rep.warnings:  # one line per flagged cell: it is in the tables, but never evidence
         click.echo(w, err=True)
     _emit(rep.data, as_json, rep.text)

@@ -23,7 +23,8 @@ The modules, one idea each:
   executors   how cells train: one by one, in worker processes, or a level's arms stacked (ticketkit.arms)
   experiment  one transfer: the plan, the target data, the record in results.json; TransferRun
   replicates  transfer_ticket: one transfer, or independent seeds (a source search, fresh search and transfer
-              per seed, one results.json)
+              per seed, one results.json), or seed S's replicate alone (--replicate S)
+  merge       replicates run apart, merged into the group one command would have written (`report RUN RUN...`)
   command     `ticketkit transfer` (settings from a recipe and flags; a recipe's source found first)
 The settings, TransferConfig, live in ticketkit.config with the other hyperparameter dataclasses.
 """

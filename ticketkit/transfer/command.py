@@ -105,14 +105,22 @@ def _announce_default_source(store, cfg: TransferConfig, progress: bool) -> str:
 
 
 def transfer_command(source: str | None, recipe: str | None, flags: dict, *, level=None, data_dir=None, store=None,
-                     progress: bool = True, command: str | None = None, stop_flag=None) -> TransferRun:
+                     progress: bool = True, command: str | None = None, stop_flag=None,
+                     replicate: int | None = None) -> TransferRun:
     """What `ticketkit transfer [SOURCE] [--recipe R] [flags]` does. Without SOURCE and --level, a recipe's own
-    find settings give the source: found first (or reused from the store), then transferred."""
+    find settings give the source: found first (or reused from the store), then transferred. `replicate`: seed S's
+    replicate alone (transfer_ticket); a recipe's source is then searched at seed S only."""
     cfg = build_transfer_config(recipe, flags)
+    if replicate is not None and level is not None:
+        raise TicketkitError("--replicate searches the source again at its seed: it transfers every level, so drop --level")
     if source is None and recipe and level is None:
+        from dataclasses import replace
+
         from ..find import find_ticket
 
         find_cfg = source_find_config(recipe, flags)
+        if replicate is not None:
+            find_cfg = replace(find_cfg, seed=replicate)
         if find_cfg.data.dataset == cfg.target:
             raise TicketkitError(f"the recipe's source dataset is the target {cfg.target}: set [data] dataset to "
                                  f"another one, or pass a SOURCE ticket")
@@ -121,4 +129,4 @@ def transfer_command(source: str | None, recipe: str | None, flags: dict, *, lev
     if source is None and level is None:  # the store's newest run: say which, before any training
         source = _announce_default_source(store, cfg, progress)
     return transfer_ticket(source, cfg, data_dir=data_dir, store=store, progress=progress, level=level,
-                           command=command, stop_flag=stop_flag)
+                           command=command, stop_flag=stop_flag, replicate=replicate)

@@ -27,13 +27,20 @@ from .source import Source, check_source, resolve_source
 
 def transfer_ticket(source=None, config: TransferConfig | None = None, *, data_dir=None, store=None,
                     progress: bool = True, command: str | None = None, stop_flag=None, level=None,
-                    device=None) -> TransferRun:
+                    device=None, replicate: int | None = None) -> TransferRun:
     """Run (or resume, or reuse) the transfer experiment of `source` to `config.target`: independent replicates
-    when the seeds can be (a source run, cfg.independent), one transfer otherwise. See ticketkit.transfer."""
+    when the seeds can be (a source run, cfg.independent), one transfer otherwise. See ticketkit.transfer.
+
+    `replicate=S` runs seed S's replicate alone, exactly as the group runs it (the source searched again at seed S,
+    then its one-seed transfer at seed S), so that replicates run on different days or machines can be merged
+    (ticketkit.transfer.merge) into the group one command would have written."""
     cfg = (config or TransferConfig()).validate()
     store = store if isinstance(store, Store) else Store(store)
     store.ensure()
     src = resolve_source(source, store, cfg.target, cfg.arch, level)
+    if replicate is not None:
+        return run_replicate(cfg, src, replicate, store, data_dir=data_dir, progress=progress, command=command,
+                             stop_flag=stop_flag, device=device)
     if replicated(cfg, src):
         return run_replicates(cfg, src, store, data_dir=data_dir, progress=progress, command=command,
                               stop_flag=stop_flag, device=device)
@@ -53,10 +60,30 @@ def replicated(cfg: TransferConfig, src: Source) -> bool:
 def group_name(cfg: TransferConfig, src: Source) -> str:
     """A replicated transfer's name: the source's find settings without their seed (each replicate searches its
     own), and the transfer's settings."""
-    find = src.find.to_dict()
-    find.pop("seed")
+    return name_of_group(cfg, src.find.to_dict(), src.dataset, src.arch)
+
+
+def name_of_group(cfg: TransferConfig, find: dict, dataset: str, arch: str) -> str:
+    """group_name from the source's find settings as a dict (a merge reads them from each replicate's results)."""
+    find = {k: v for k, v in find.items() if k != "seed"}
     h = config_hash({"replicates_of": find, "settings": cfg.hashed()})
-    return f"transfer-{slug(src.dataset)}-{slug(cfg.target)}-{src.arch}-{h}"
+    return f"transfer-{slug(dataset)}-{slug(cfg.target)}-{arch}-{h}"
+
+
+def run_replicate(cfg: TransferConfig, src: Source, seed: int, store: Store, *, data_dir=None, progress=True,
+                  command=None, stop_flag=None, device=None) -> TransferRun:
+    """Seed `seed`'s replicate of the group alone: its own source search, then its one-seed transfer."""
+    from ..errors import TicketkitError
+    from ..seeds import find_seeds
+
+    if src.kind != "run" or not cfg.independent:
+        raise TicketkitError("--replicate needs a find run (or a recipe) as the source, and independent seeds: a single "
+                             "ticket cannot be searched again at another seed")
+    check_source(src, src.levels, cfg.arch)
+    run, = find_seeds(replace(src.find, seed=0), [seed], data_dir=data_dir, store=store, progress=progress,
+                      device=device, stop_flag=stop_flag, command=command)
+    one = resolve_source(str(run.path), store, cfg.target, cfg.arch)
+    return _Transfer(replace(cfg, seeds=[seed]), one, store, data_dir, progress, command, stop_flag, device).run()
 
 
 def run_replicates(cfg: TransferConfig, src: Source, store: Store, *, data_dir=None, progress=True, command=None,
