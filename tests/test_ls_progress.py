@@ -61,6 +61,13 @@ def test_ls_counts_the_finished_levels_of_a_run_still_going(quick_runs, tmp_path
     (run / "run.json").write_text(json.dumps(dict(info, status="running", levels=[])))
     row = next(r.split() for r in run_cli("ls", "--store", part).stdout.splitlines()[2:] if r.startswith("find-"))
     assert row[2] == "interrupted" and row[8] == "2/3", row
+    # and the accuracies of the levels it finished: % remaining at the last one, dense and last test accuracy
+    lv = info["levels"]
+    assert row[9:12] == [f"{lv[1]['density_prunable'] * 100:.2f}", f"{lv[0]['test_accuracy'] * 100:.2f}",
+                         f"{lv[1]['test_accuracy'] * 100:.2f}"], row
+    (run / "level-01" / "config.json").write_text("{not json")  # a damaged level ticket: the run lists as corrupt
+    row = next(r.split() for r in run_cli("ls", "--store", part).stdout.splitlines()[2:] if r.startswith("find-"))
+    assert row[2] == "corrupt", row
 
 
 def test_compare_reads_the_finished_levels_of_a_run_still_going(quick_runs, tmp_path):

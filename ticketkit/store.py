@@ -91,9 +91,11 @@ class Store:
                 info = read_json(d / "run.json")
                 if not isinstance(info, dict):
                     raise TicketkitError(f"{d}/run.json is not a JSON object")
-            except TicketkitError as e:
+                # until the search completes, the level tickets finished on disk: a long run can be watched
+                levels = finished_levels(d, info)
+            except (TicketkitError, KeyError, TypeError) as e:
                 return {"name": name, "path": str(d), "status": "corrupt", "error": str(e), **ticket_states(d)}
-            out = {**info, "name": name, "path": str(d), **ticket_states(d)}
+            out = {**info, "levels": levels, "name": name, "path": str(d), **ticket_states(d)}
             if out.get("status") == "running" and not self._locked(d.name):
                 out["status"] = "interrupted"  # killed (no process holds its lock): the same command resumes it
             return out

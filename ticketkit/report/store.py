@@ -24,8 +24,7 @@ def _find_row(r: dict) -> list:
             f"{lv[-1]['test_accuracy'] * 100:.2f}"] if lv else ["", "", ""]
     return [d.get("dataset", "?"), _subsample(d.get("max_train"), d.get("max_test")), c.get("train", {}).get("epochs", ""),
             f"seed {c['seed']}" if "seed" in c else "",
-            # run.json lists levels when the search completes; until then the finished tickets on disk say how far
-            f"{len(lv) or r.get('tickets', 0)}/{rounds + 1}" if isinstance(rounds, int) else (len(lv) or r.get("tickets", 0)),
+            f"{len(lv)}/{rounds + 1}" if isinstance(rounds, int) else len(lv),
             *nums]
 
 
