@@ -58,14 +58,9 @@ def resolve_run(ref: str, store=None) -> Path:
     return p
 
 
-def _status(path: Path) -> str:
-    f = path / "run.json" if (path / "run.json").exists() else path / "results.json"
-    info = read_json(f)
-    return str(info.get("status", "complete")) if isinstance(info, dict) else "?"
-
-
-def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
-    """(condition, points) of one run: a find run's levels, or one arm of a transfer run."""
+def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict], str]:
+    """(condition, points, status) of one run: a find run's levels, or one arm of a transfer run; the status says
+    whether the points are all the run will have."""
     if (path / "run.json").exists():
         info = read_json(path / "run.json")
         if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
@@ -73,7 +68,7 @@ def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
         cond = {"kind": "find", **_flat(info["config"])}
         return cond, [{"cond": cond, "seed": info["config"].get("seed", 0), "key": r["level"],
                        "density": r["density_prunable"], "acc": r["test_accuracy"], "flags": r.get("flags") or []}
-                      for r in finished_levels(path, info)]
+                      for r in finished_levels(path, info)], str(info.get("status", "complete"))
     res = read_json(path / "results.json")
     if not isinstance(res, dict) or not isinstance(res.get("rows"), list):
         raise TicketkitError(f"{path}/results.json is not a ticketkit transfer result (no 'rows' list)")
@@ -83,7 +78,8 @@ def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict]]:
     cond = {"kind": "transfer", "arm": arm, **_flat(res.get("source", {}).get("find") or {}),
             **_flat(res.get("config") or {}, "transfer.")}
     return cond, [{"cond": cond, "seed": r["seed"], "key": float(r["level"]), "density": r["density_prunable"],
-                   "acc": r["test_accuracy"], "flags": r.get("flags") or []} for r in res["rows"] if r["arm"] == arm]
+                   "acc": r["test_accuracy"], "flags": r.get("flags") or []} for r in res["rows"] if r["arm"] == arm], \
+        str(res.get("status", "complete"))
 
 
 def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> Compared:
@@ -92,7 +88,9 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
     if not refs:
         raise TicketkitError("compare needs at least one run: ticketkit compare RUN [RUN ...]")
     paths = list(dict.fromkeys(resolve_run(r, store).resolve() for r in refs))
-    runs = [(p, *run_points(p, arm)) for p in paths]
+    loaded = {p: run_points(p, arm) for p in paths}
+    status = {p: st for p, (_, _, st) in loaded.items()}
+    runs = [(p, c, pts) for p, (c, pts, _) in loaded.items()]
     points = [pt for _, _, pts in runs for pt in pts]
     if not points:
         raise TicketkitError("the runs named have no finished levels or rows to compare yet")
@@ -106,7 +104,7 @@ def compare(refs: list[str], out=None, arm: str = "transferred", store=None) -> 
     out.mkdir(parents=True, exist_ok=True)
     # status and cell count: a run still going (or killed) is compared on what it finished, and says so
     listing = format_table(["run", "kind", "status", "cells", "seed(s)", "condition"],
-                           [[p.name, c["kind"], _status(p), len(pts), ", ".join(map(str, sorted({x["seed"] for x in pts}))) or "-",
+                           [[p.name, c["kind"], status[p], len(pts), ", ".join(map(str, sorted({x["seed"] for x in pts}))) or "-",
                              ", ".join(f"{a}={c.get(a)}" for a in axes) or "(the same settings)"] for p, c, pts in runs])
     md = [f"# Compared: {len(runs)} runs", "", "```", listing, "```", ""]
     if axes:
