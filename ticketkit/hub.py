@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import IntegrityError, TicketkitError
-from .fsio import fsync_dir, public_mode, read_json, write_with
+from .fsio import atomic_dir, read_json, write_with
 # hub_errors, parse_spec, require_token live in the leaf hubspec (ticket.py needs them too); importable from here
 from .hubspec import check_no_token as _check_no_token  # noqa: F401  (the last guard, in the one push)
 from .hubspec import RUN_FILES, SHA_RE, commit_files, hub_errors, offline, owned, parse_spec, require_token  # noqa: F401
@@ -174,10 +173,7 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
                 return dest
             except TicketkitError:
                 shutil.rmtree(dest)  # a damaged copy: copy it again from the cache
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", suffix=".tmp", dir=base))
-        public_mode(tmp, directory=True)
-        try:
+        with atomic_dir(dest) as tmp:  # verified in full before it is renamed into place
             for f in sorted(src.rglob("*")):
                 rel = f.relative_to(src)
                 if f.is_dir() or rel.parts[0].startswith("."):
@@ -188,12 +184,8 @@ def pull(spec: str, store=None, token: str | None = None) -> Path:
                 verify_tree(tmp)
             except TicketkitError as e:
                 raise IntegrityError(f"refused {repo_id}@{commit[:12]}: {str(e).replace(str(tmp), 'the repo')}") from None
-            os.replace(tmp, dest)
-            fsync_dir(base)
-            for d in level_dirs(dest):
-                link_duplicates(d)  # a pulled run's levels share init (and rewind) like a local run's
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for d in level_dirs(dest):
+            link_duplicates(d)  # a pulled run's levels share init (and rewind) like a local run's
     return dest
 
 
