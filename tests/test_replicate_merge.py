@@ -55,6 +55,7 @@ def test_replicates_run_apart_merge_into_the_group_one_command_writes(runs):
     assert m["merged_from"]["1"]["name"] == one["name"]
     md = (out / "report.md").read_text()
     assert "2 independent seeds" in md and (out / "accuracy_vs_density.png").stat().st_size > 0
+    assert "Merged from 2 replicates run apart" in md and one["name"] in md and "--replicate 1" in md
     assert (out / "results.csv").read_text().count("\n") == len(g["rows"]) + 1
     # merging again replaces the earlier merge of the same group
     run_cli("report", str(rep0), str(rep1), "--out", str(out), "--quiet")

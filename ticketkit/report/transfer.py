@@ -231,7 +231,14 @@ def render_markdown(results: dict) -> str:
         out.append(f"- Fresh arm: IMP on the target from the same init (bit-identical: "
                    f"{'yes' if fresh.get('same_init') else 'NO'}), run `{fresh.get('run')}`"
                    + (" (seed 0's; each seed has its own)" if results.get("independent") else ""))
-    if results.get("command"):
+    merged = results.get("merged_from")
+    if merged:  # replicates run apart: each one's own command and when it finished
+        out.append(f"- Merged from {len(merged)} replicates run apart (`ticketkit report RUN...`), the group that one "
+                   f"`--n-seeds` run writes: " + "; ".join(
+                       f"seed {s}: `{m.get('name')}`, finished {m.get('finished') or '?'}, "
+                       f"ticketkit {(m.get('versions') or {}).get('ticketkit', '?')}, `{m.get('command')}`"
+                       for s, m in sorted(merged.items(), key=lambda kv: int(kv[0]))))
+    elif results.get("command"):
         out.append(f"- Command: `{results['command']}`")
     head, body = _accuracy_table(results)
     out += ["", "## Test accuracy (%)", "",
