@@ -131,21 +131,47 @@ def test_a_healthy_network_is_not_flagged_and_the_epoch_cap_is():
     assert flags(d) == (["undertrained"] if d["undertrained"] else [])
 
 
+def test_a_filter_the_mask_emptied_is_pruned_not_dead():
+    """IMP at high sparsity empties whole filters (at 1.16 % of the headline CNN's weights, 164 of its 300 filters
+    have no weight left). Those are pruned structure, not a training that died: they are counted apart
+    (pruned_units), and only the filters that still have weights can be dead."""
+    model = create_model("cnn", 60, seed=0, **KW)
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if p.dim() >= 2}
+    for i in range(3):  # 6 of each conv's 8 filters lose every weight: 18 of 24 features
+        masks[f"convs.{i}.weight"][:6] = False
+    res = train(model, masks, _data(), _data(seed=1), _data(seed=2), _hp(epochs=3, patience=5), seed=0, device="cpu",
+                progress=False)
+    d = res.diagnostics
+    assert d["units"] == 24 and d["pruned_units"] == 18
+    assert d["dead_units"] <= 6 and "dead units" not in d["flags"], d
+    assert d["dead_share"] == d["dead_units"] / 6
+
+
 def test_lstm_dead_units_are_constant_ones():
     model = create_model("lstm", 60, seed=0, **KW)
     with torch.no_grad():  # units 0-3 get no input and no recurrence: their output is the same for every review
         model.lstm.weight_ih_l0.view(4, 16, 16)[:, :4] = 0
         model.lstm.weight_hh_l0.view(4, 16, 16)[:, :4] = 0
     from ticketkit.diagnostics import dead_units
-    dead, total = dead_units(model, Feed(_data(), "cpu"), 64)
-    assert total == 16 and dead == 4
+    dead, total, pruned = dead_units(model, Feed(_data(), "cpu"), 64)
+    assert total == 16 and pruned == 4 and dead == 0  # emptied by the mask: pruned, not dead
+    with torch.no_grad():  # units 4-7 keep their weights but their output gate is shut: constant 0, dead
+        model.lstm.weight_ih_l0.view(4, 16, 16)[3, 4:8] = 0
+        model.lstm.weight_hh_l0.view(4, 16, 16)[3, 4:8] = 0
+        model.lstm.bias_ih_l0.view(4, 16)[3, 4:8] = -1e4
+    dead, total, pruned = dead_units(model, Feed(_data(), "cpu"), 64)
+    assert (dead, total, pruned) == (4, 16, 4)
 
 
 def test_diagnose_thresholds():
-    assert diagnose(0.99, (0, 10), 3, 20)["collapsed"]
-    assert not diagnose(0.98, (0, 10), 3, 20)["collapsed"]
-    assert diagnose(0.6, (5, 10), 3, 20)["flags"] == ["dead units"]
-    assert diagnose(0.6, (4, 10), 20, 20)["flags"] == ["undertrained"]
+    assert diagnose(0.99, (0, 10, 0), 3, 20)["collapsed"]
+    assert not diagnose(0.98, (0, 10, 0), 3, 20)["collapsed"]
+    assert diagnose(0.6, (5, 10, 0), 3, 20)["flags"] == ["dead units"]
+    assert diagnose(0.6, (4, 10, 0), 20, 20)["flags"] == ["undertrained"]
+    # the share is over the units that still have weights: 2 dead of 4 left is half; 2 of 8 emptied is not
+    assert diagnose(0.6, (2, 10, 6), 3, 20)["flags"] == ["dead units"]
+    assert diagnose(0.6, (1, 10, 6), 3, 20)["flags"] == []
+    assert diagnose(0.6, (0, 10, 10), 3, 20)["dead_share"] == 1.0  # nothing left to carry a feature
 
 
 def test_find_seeds_gives_independent_searches(tiny_data, tmp_path, tiny_config):

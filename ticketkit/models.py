@@ -99,6 +99,10 @@ class KimCNN(nn.Module):
         # indices takes ~2.5 ms per conv (1.07-1.14x an epoch, sections "engine-steps" and "cnnforward").
         return F.relu(torch.cat([F.adaptive_max_pool1d(conv(x), 1).squeeze(2) for conv in self.convs], dim=1))
 
+    def emptied_features(self) -> torch.Tensor:
+        """[F] bool: filters with no weight left (pruned weights are exactly zero), the structure IMP removed."""
+        return torch.cat([(c.weight.reshape(c.weight.shape[0], -1) == 0).all(1) for c in self.convs])
+
 
 class LSTMClassifier(nn.Module):
     """One-layer LSTM over right-padded input, pooled over the real tokens only (mean or max).
@@ -143,6 +147,12 @@ class LSTMClassifier(nn.Module):
         if self.pooling == "max":
             return out.masked_fill(~real, float("-inf")).amax(dim=1)
         return (out * real).sum(dim=1) / lengths.clamp(min=1)[:, None].to(out.dtype)
+
+    def emptied_features(self) -> torch.Tensor:
+        """[H] bool: hidden units with no input or recurrent weight left in any gate (pruned weights are zero)."""
+        h = self.lstm.hidden_size
+        rows = torch.cat([self.lstm.weight_ih_l0, self.lstm.weight_hh_l0], dim=1).reshape(4, h, -1)
+        return (rows == 0).all(2).all(0)
 
 
 class EncoderLayer(nn.Module):

@@ -8,7 +8,7 @@ from .tables import format_table
 
 LEVEL_COLUMNS = ["level", "density_prunable", "density_all", "density_embedding", "density_non_embedding",
                  "density_output", "density_nonzero", "val_accuracy", "test_accuracy", "test_macro_f1", "best_epoch",
-                 "epochs", "majority_share", "dead_share", "flags", "seconds"]
+                 "epochs", "majority_share", "dead_share", "dead_units", "pruned_units", "units", "flags", "seconds"]
 
 
 def _pct(r: dict, k: str) -> str:

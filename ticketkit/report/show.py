@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..diagnostics import dead_text
 from ..errors import IntegrityError
 from ..hub import resolve_ref
 from ..store import Store
@@ -51,7 +52,7 @@ def _diagnostics(row: dict) -> str:
     if "flags" not in row:
         return "not recorded (found by an older ticketkit)"
     return (f"majority class {row['majority_share'] * 100:.1f} % of test reviews, dead units "
-            f"{row.get('dead_units', '?')}/{row.get('units', '?')}, best epoch {row.get('best_epoch')}/{row.get('epochs')}; "
+            f"{dead_text(row)}, best epoch {row.get('best_epoch')}/{row.get('epochs')}; "
             f"flags: {', '.join(row['flags']) or 'none'}")
 
 

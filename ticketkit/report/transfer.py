@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from ..controls import CONTROLS
+from ..diagnostics import dead_text
 from ..overlap import overlap_markdown, overlap_summary
 from .figures import dense_name
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
@@ -164,7 +165,7 @@ def flag_line(r: dict) -> str:
     if r.get("collapsed"):
         bits.append(f"collapsed ({r['majority_share'] * 100:.1f} % of test reviews get one class)")
     if "dead units" in flagged(r):
-        bits.append(f"dead units ({r.get('dead_units')}/{r.get('units')})")
+        bits.append(f"dead units ({dead_text(r)})")
     if r.get("undertrained"):
         bits.append(f"undertrained (best epoch {r.get('best_epoch')} = the epoch cap)")
     return f"warning: {r['arm']} {float(r['level']):g} % seed {r['seed']}: {', '.join(bits)}: not evidence"
@@ -263,10 +264,11 @@ def render_markdown(results: dict) -> str:
     bad = flagged_rows(results)
     out += ["", "## Flagged cells (not evidence)", ""]
     if bad:
-        out.append(_md_table(["arm", "% requested", "seed", "flags", "majority share", "dead units", "best epoch / epochs"],
+        out.append(_md_table(["arm", "% requested", "seed", "flags", "majority share", "dead units / units with weights",
+                              "best epoch / epochs"],
                              [[r["arm"], f"{float(r['level']):g}", r["seed"], ", ".join(flagged(r)),
                                f"{r.get('majority_share', float('nan')) * 100:.1f} %",
-                               f"{r.get('dead_units', '?')}/{r.get('units', '?')}", f"{r['best_epoch']} / {r['epochs']}"]
+                               dead_text(r), f"{r['best_epoch']} / {r['epochs']}"]
                               for r in bad]))
     else:
         out.append("None: no cell collapsed to one class, has most of its units dead, or stopped at its epoch cap.")
