@@ -53,6 +53,14 @@ def test_replicates_run_apart_merge_into_the_group_one_command_writes(runs):
     assert {(float(o["level"]), o["seed"]) for o in m["overlap"]} == {(float(o["level"]), o["seed"]) for o in g["overlap"]}
     assert m["plan"] == g["plan"] and m["source"]["find"] == g["source"]["find"]
     assert m["merged_from"]["1"]["name"] == one["name"]
+    # each replicate is recorded the same way by both paths (one helper): its run name, not a machine's path
+    gr, mr = g["replicates"], m["replicates"]
+    for s in ("0", "1"):
+        assert set(gr[s]) == set(mr[s])
+        assert gr[s]["transfer"] == mr[s]["transfer"] == read_json((rep0, rep1)[int(s)] / "results.json")["name"]
+        assert Path(gr[s]["source"]).name == Path(mr[s]["source"]).name
+        assert {k: gr[s][k] for k in ("data", "oov_rate")} == {k: mr[s][k] for k in ("data", "oov_rate")}
+    assert {k: m[k] for k in ("data", "oov_rate")} == {k: g[k] for k in ("data", "oov_rate")}
     md = (out / "report.md").read_text()
     assert "2 independent seeds" in md and (out / "accuracy_vs_density.png").stat().st_size > 0
     assert "Merged from 2 replicates run apart" in md and one["name"] in md and "--replicate 1" in md

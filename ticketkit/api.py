@@ -29,18 +29,6 @@ def verify(ref: str | None = None, store=None) -> dict:
     return {"checked": checked, "problems": problems}
 
 
-def _resolve(ref, st: Store) -> Path:
-    """A directory as given, else the one run in the store whose name is (or starts with) ref."""
-    p = Path(str(ref))
-    if p.exists():
-        return p
-    matches = [d for d in (st.root.iterdir() if st.root.is_dir() else []) if d.name == str(ref) or d.name.startswith(str(ref))]
-    if len(matches) != 1:
-        raise TicketkitError(f"no single run called {str(ref)!r} in the store {st.root} "
-                             f"({len(matches)} match): pass its directory; see `ticketkit ls`")
-    return matches[0]
-
-
 def _merged_report(paths: list, out) -> Reported:
     """Replicates run apart, merged (ticketkit.transfer.merge) into `out` (default ./<group name>), atomically."""
     from .fsio import atomic_dir, write_json
@@ -85,11 +73,11 @@ def report(ref, store=None, out=None) -> Reported:
     st = store if isinstance(store, Store) else Store(store)
     if isinstance(ref, (list, tuple)):
         if len(ref) > 1:
-            return _merged_report([_resolve(r, st) for r in ref], out)
+            return _merged_report([st.find_run(r) for r in ref], out)
         ref = ref[0]
     if out is not None:
         raise TicketkitError("--out is for a merge of several replicates; one run's report is rebuilt in its directory")
-    p = _resolve(ref, st)
+    p = st.find_run(ref)
     if (p / "sweep.json").exists():  # a sweep: one report over all its cells
         from .sweep import cell_states, report_sweep
 

@@ -132,21 +132,32 @@ class Store:
             return False
 
     # ------------------------------------------------------------------ resolving what the user typed
+    def find_run(self, ref, what: str = "run", accept=None) -> Path:
+        """`ref` as a path when it exists (and `accept(path)` holds), else the store entry named `ref`, else the one
+        whose name starts with `ref`: the single lookup behind every command that takes a run by name."""
+        ok = accept or (lambda d: True)
+        p = Path(str(ref))
+        if p.exists() and ok(p):
+            return p
+        ref = str(ref)
+        entries = [d for d in (self.root.iterdir() if self.root.is_dir() else []) if not d.name.startswith(".") and ok(d)]
+        matches = [d for d in entries if d.name == ref] or [d for d in entries if d.name.startswith(ref)]
+        if len(matches) > 1:
+            raise TicketkitError(f"{ref!r} matches {len(matches)} entries in {self.root}: give more of the name "
+                                 f"({', '.join(sorted(d.name for d in matches)[:3])}, ...)")
+        if not matches:
+            there = f"{ref} is not a {what}, and" if p.exists() else "not a path, and"
+            raise TicketkitError(f"no {what} called {ref!r} ({there} not in the store {self.root}): pass its directory; "
+                                 f"see `ticketkit ls`")
+        return matches[0]
+
     def resolve(self, ref: str, level: str | None = None) -> Path:
         """A ticket directory for: a ticket path, or a run path or name (its sparsest level unless `level`).
         Local only: hf://user/repo refs go through `ticketkit.hub.resolve_ref`, which pulls them first."""
         if ref.startswith("hf://"):  # the store never reaches the network (hub.py imports store, not the reverse)
             raise TicketkitError(f"{ref} is on the Hub: resolve it with ticketkit.hub.resolve_ref, which pulls it "
                                  f"into the store first")
-        p = Path(ref)
-        if not p.exists():
-            matches = [d for d in (self.root.iterdir() if self.root.is_dir() else []) if d.name == ref] or \
-                      [d for d in (self.root.iterdir() if self.root.is_dir() else []) if d.name.startswith(ref) and not d.name.startswith(".")]
-            if len(matches) > 1:
-                raise TicketkitError(f"{ref!r} matches {len(matches)} runs in {self.root}: give more of the name ({matches[0].name}, ...)")
-            if not matches:
-                raise TicketkitError(f"no ticket or run called {ref!r} (not a path, and not in the store {self.root}); see `ticketkit ls`")
-            p = matches[0]
+        p = self.find_run(ref, what="ticket or run")
         if is_ticket_dir(p):
             if level is not None:
                 raise TicketkitError(f"{p} is a single ticket: --level applies to runs only")

@@ -46,16 +46,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def resolve_run(ref: str, store=None) -> Path:
     """A find or transfer run from its directory, its name in the store, or a unique prefix of the name."""
-    p = Path(ref)
-    if not ((p / "run.json").exists() or (p / "results.json").exists()):
-        st = Store(store)
-        cands = [d for d in (st.root.iterdir() if st.root.is_dir() else [])
-                 if (d.name == ref or d.name.startswith(ref)) and ((d / "run.json").exists() or (d / "results.json").exists())]
-        if len(cands) != 1:
-            raise TicketkitError(f"{ref!r} is not a find or transfer run: {len(cands)} match in the store {st.root}; "
-                                 f"pass a run directory or its name (see `ticketkit ls`)")
-        p = cands[0]
-    return p
+    return Store(store).find_run(ref, what="find or transfer run",
+                                 accept=lambda d: (d / "run.json").exists() or (d / "results.json").exists())
 
 
 def run_points(path: Path, arm: str = "transferred") -> tuple[dict, list[dict], str]:

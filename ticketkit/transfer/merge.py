@@ -16,8 +16,6 @@ from ..config import TransferConfig
 from ..errors import TicketkitError
 from ..fsio import read_json
 
-_DESIGN = ("source", "plan", "data", "oov_rate", "fresh")  # the first replicate describes the design, as in a group
-
 
 def load_replicate(ref) -> tuple[Path, dict]:
     """A replicate's results.json (the file, or the run directory holding it)."""
@@ -81,7 +79,7 @@ def merge_replicates(refs: list) -> dict:
         diff = _first_difference(ref_design, _design(res))
         if diff:
             raise TicketkitError(f"{f} is not a replicate of {f0}: they differ in {diff}; only the seed may differ")
-    from .replicates import name_of_group
+    from .replicates import add_replicate, name_of_group
 
     cfg = TransferConfig.from_dict(dict(first["config"], seeds=sorted(seen)))
     src = first["source"]
@@ -92,10 +90,7 @@ def merge_replicates(refs: list) -> dict:
            "merged_from": {str(s): {"results": str(f), "name": r.get("name"), "command": r.get("command"),
                                     "versions": r.get("versions"), "finished": r.get("finished")}
                            for s, f, r in loaded},
-           **{k: first.get(k) for k in _DESIGN},
-           "replicates": {str(s): {"source": (r.get("source") or {}).get("path"), "transfer": r.get("name"),
-                                   "oov_rate": r.get("oov_rate"), "data": r.get("data"), "fresh": r.get("fresh"),
-                                   "timing": r.get("timing")} for s, _, r in loaded},
-           "rows": [row for _, _, r in loaded for row in r["rows"]],
-           "overlap": [o for _, _, r in loaded for o in r.get("overlap") or []]}
+           "rows": []}
+    for i, (seed, _, r) in enumerate(loaded):
+        add_replicate(res, seed, r, first=i == 0)
     return res

@@ -24,6 +24,8 @@ from ..store import Store
 from .experiment import TransferRun, _Transfer
 from .source import Source, check_source, resolve_source
 
+DESIGN = ("source", "plan", "data", "oov_rate", "fresh")  # what the first replicate records for the whole group
+
 
 def transfer_ticket(source=None, config: TransferConfig | None = None, *, data_dir=None, store=None,
                     progress: bool = True, command: str | None = None, stop_flag=None, level=None,
@@ -148,15 +150,19 @@ def _replicate(cfg, runs, res, rp, store, data_dir, progress, command, stop_flag
     ts = [_Transfer(replace(cfg, seeds=[seed]), resolve_source(str(run.path), store, cfg.target, cfg.arch), store,
                     data_dir, progress, command, stop_flag, device) for seed, run in zip(cfg.seeds, runs)]
     _fresh_together(ts, cfg, store, data_dir, progress, stop_flag, device)
-    for seed, run, t in zip(cfg.seeds, runs, ts):
-        one = t.run()
-        r = one.results
-        res["replicates"][str(seed)] = {"source": str(run.path), "transfer": str(one.path),
-                                        "oov_rate": r.get("oov_rate"), "data": r.get("data"),
-                                        "fresh": r.get("fresh"), "timing": r.get("timing")}
-        res["rows"] = [x for x in res["rows"] if int(x["seed"]) != seed] + r["rows"]
-        res["overlap"] = [x for x in res.get("overlap", []) if int(x["seed"]) != seed] + r.get("overlap", [])
-        if seed == cfg.seeds[0]:  # the first replicate describes the design (plan, source settings)
-            res.update(source=r["source"], plan=r["plan"], data=r.get("data"), oov_rate=r.get("oov_rate"),
-                       fresh=r.get("fresh"))
+    for seed, t in zip(cfg.seeds, ts):
+        add_replicate(res, seed, t.run().results, first=seed == cfg.seeds[0])
         write_json(rp, res)
+
+
+def add_replicate(res: dict, seed: int, r: dict, first: bool) -> None:
+    """Copy one seed's finished one-seed transfer results `r` into the group `res`: its rows and overlaps, and a
+    replicate entry naming its source and transfer runs (names and store paths as recorded in `r`, so a group run
+    in one go and one merged from replicates run apart record them alike)."""
+    res.setdefault("replicates", {})[str(seed)] = {
+        "source": (r.get("source") or {}).get("path"), "transfer": r.get("name"), "oov_rate": r.get("oov_rate"),
+        "data": r.get("data"), "fresh": r.get("fresh"), "timing": r.get("timing")}
+    res["rows"] = [x for x in res.get("rows", []) if int(x["seed"]) != seed] + r["rows"]
+    res["overlap"] = [x for x in res.get("overlap", []) if int(x["seed"]) != seed] + (r.get("overlap") or [])
+    if first:  # the first replicate describes the design (plan, source settings)
+        res.update({k: r.get(k) for k in DESIGN})
