@@ -159,3 +159,16 @@ def test_independent_design_is_stated(tmp_path):
     res["independent"] = True
     md = render_report(res, tmp_path)["markdown"].read_text()
     assert "3 independent seeds" in md and "training noise only" not in md
+
+
+def test_a_comparison_with_no_usable_seed_prints_no_number(tmp_path):
+    """Every pair flagged: the tables say so, never '+nan'."""
+    res = make_results()
+    for r in res["rows"]:
+        if r["arm"] == "random-prune" and r["level"] == 0.2:
+            r.update(collapsed=True, majority_share=1.0, flags=["collapsed"])
+    c = {(c["level"], c["vs"]): c for c in paired_comparisons(res)}[(0.2, "random-prune")]
+    assert c["seeds"] == 0 and c["excluded"] == 3
+    md = render_report(res, tmp_path)["markdown"].read_text()
+    assert "nan" not in md and "nan" not in summary_table(res)
+    assert "| 0.2 | random-prune | 0 | 3 | - | n/a (n = 0 < 3) |" in md

@@ -171,6 +171,11 @@ def flag_line(r: dict) -> str:
     return f"warning: {r['arm']} {float(r['level']):g} % seed {r['seed']}: {', '.join(bits)}: not evidence"
 
 
+def _mean(c: dict) -> str:
+    """The mean paired difference, or '-' where no seed has both cells usable (never '+nan')."""
+    return f"{c['mean_diff']:+.2f}" if c["seeds"] else "-"
+
+
 def _ci(c: dict) -> str:
     if c["ci_low"] is None:
         return f"n/a (n = {c['seeds']} < {MIN_N})"
@@ -190,7 +195,7 @@ def summary_table(results: dict) -> str:
     if comps:
         lines.append(f"transferred minus control, paired by seed (points, 95% t-interval for n >= {MIN_N}):")
         lines.append(format_table(["% requested", "vs", "seeds", "mean diff", "95% CI"],
-                                  [[f"{c['level']:g}", c["vs"], c["seeds"], f"{c['mean_diff']:+.2f}", _ci(c)] for c in comps]))
+                                  [[f"{c['level']:g}", c["vs"], c["seeds"], _mean(c), _ci(c)] for c in comps]))
     lines += overlap_summary(results.get("overlap") or [])
     return "\n".join(lines)
 
@@ -257,7 +262,7 @@ def render_markdown(results: dict) -> str:
                 f"Mean of (transferred − arm) test accuracy in points over the seeds where neither cell is flagged; "
                 f"95 % t-interval over those seeds, given only for n >= {MIN_N}.", "",
                 _md_table(["% requested", "vs", "n", "flagged pairs left out", "mean diff", "95% CI", "per-seed diffs"],
-                          [[f"{c['level']:g}", c["vs"], c["seeds"], c["excluded"], f"{c['mean_diff']:+.2f}", _ci(c),
+                          [[f"{c['level']:g}", c["vs"], c["seeds"], c["excluded"], _mean(c), _ci(c),
                             ", ".join(f"{d:+.2f}" for d in c["diffs"])] for c in comps]),
                 "", "## What the intervals support", "", *[f"- {f}" for f in findings(results)]]
     out += overlap_markdown(results.get("overlap") or [])
