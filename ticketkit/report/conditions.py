@@ -108,7 +108,7 @@ def differences(points: list[dict], design: Design, axis: str, facet: dict) -> l
             d = paired(o, b, "acc")
             out.append({"axis": axis, "facet": facet, "key": key, "pct": _mean_density(base[key]) * 100,
                         "value": value, "reference": ref, "n": d["n"], "excluded": d["excluded"],
-                        "mean_diff": d["mean"] if d["diffs"] else None, "ci": d["ci"], "diffs": d["diffs"]})
+                        "mean_diff": d["mean"], "ci": d["ci"], "diffs": d["diffs"]})
     return out
 
 

@@ -49,9 +49,10 @@ def excludes_zero(ci) -> bool:
 
 def paired(a: dict, b: dict, key: str) -> dict:
     """a − b in points, paired by seed (`a`, `b`: seed -> row), over the seeds where neither cell is flagged:
-    the differences, n, how many flagged pairs were left out, and the t-interval (None for n < 3)."""
+    the differences, n, how many flagged pairs were left out, their mean (None when no pair is usable) and the
+    t-interval (None for n < 3)."""
     both = sorted(set(a) & set(b))
     seeds = [s for s in both if not flagged(a[s]) and not flagged(b[s])]
     diffs = [(a[s][key] - b[s][key]) * 100 for s in seeds]
     return {"diffs": diffs, "n": len(seeds), "excluded": len(both) - len(seeds), "ci": t_interval(diffs),
-            "mean": sum(diffs) / len(diffs) if diffs else float("nan")}
+            "mean": sum(diffs) / len(diffs) if diffs else None}

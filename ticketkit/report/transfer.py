@@ -173,7 +173,7 @@ def flag_line(r: dict) -> str:
 
 def _mean(c: dict) -> str:
     """The mean paired difference, or '-' where no seed has both cells usable (never '+nan')."""
-    return f"{c['mean_diff']:+.2f}" if c["seeds"] else "-"
+    return "-" if c["mean_diff"] is None else f"{c['mean_diff']:+.2f}"
 
 
 def _ci(c: dict) -> str:
