@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .numerics import describe
+
 # The Hub's search tags of every ticket: the cards' metadata and Ticket's ModelHubMixin both take them from here.
 TAGS = ("lottery-ticket", "pruning", "text-classification")
 
@@ -92,6 +94,8 @@ Densities are measured from the masks, over prunable weights and over all weight
 ```
 
 ticketkit {cfg.get('versions', {}).get('ticketkit')}, torch {cfg.get('versions', {}).get('torch')}. Run `{cfg.get('run')}`.
+Trained on {describe(cfg.get('numerics'))}: the same command repeats these bits on the same kind of machine.
+
 
 ## How to use it
 

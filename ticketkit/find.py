@@ -26,6 +26,7 @@ from .data import data_identity, load_tokenizer, prepare_data, split_identity, t
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
+from .numerics import check_same, elsewhere, fingerprint
 from .log import log as _log
 from .progress import Overall
 from .prune import PruneContext, densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
@@ -116,7 +117,7 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
     rd = store.run_dir(name)
     if _complete(rd):
         check_same_data(rd, split_identity(cfg.data, cfg.seed, data_dir), data_dir)
-        _log(progress, f"reusing finished run {rd}")
+        _log(progress, f"reusing finished run {rd}{elsewhere(rd / 'run.json', device, cfg.train.precision)}")
         return Run(rd)
     source = None
     if cfg.prune.control != "none":  # a control re-uses (or first runs) the magnitude run with the same settings
@@ -148,6 +149,10 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
         if tok_from is not None:
             info["tokenizer_from"] = tok_from
+        now = fingerprint(device, cfg.train.precision)
+        check_same(info.get("numerics"), now, f"run {name}", rd)  # never two kinds of arithmetic in one run
+        if "numerics" in info or not (level_dirs(rd) or any(rd.glob("checkpoints/*"))):
+            info["numerics"] = now  # a run from before this record that has trained something stays unrecorded
         if getattr(trainer, "label", None):  # provenance: trained stacked with other seeds (ticketkit.stacked_find)
             info["trained_by"] = trainer.label
         info["status"] = "running"
@@ -425,6 +430,7 @@ class _Search:
             "density": {"prunable": row["density_prunable"], "all": row["density_all"], "layers": row["layers"]},
             "metrics": {k: row[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_macro_f1", "best_epoch", "epochs")},
             "summary": row, "data": self.data.info, "command": self.info.get("command"), "versions": _versions(),
+            "numerics": self.info.get("numerics"),
         }
         # trained: the best-validation weights x mask, kept in the level (trained.safetensors) for a usable classifier
         ticket = Ticket(config, init, full_mask, rewind, self.data.tokenizer, trained=trained)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..diagnostics import dead_text
 from ..errors import IntegrityError
 from ..hub import resolve_ref
+from ..numerics import describe
 from ..store import Store
 from ..ticket import Ticket
 from .levels import _classes, level_warnings, levels_table
@@ -43,7 +44,7 @@ def show(ref: str, level: str | None = None, store=None) -> Shown:
             f"test accuracy {c['metrics']['test_accuracy'] * 100:.2f}  macro-F1 {c['metrics']['test_macro_f1'] * 100:.2f}"
             f"{_classes(c.get('data') or {})}\n"
             f"per-layer % remaining:\n{layers}\n"
-            f"diagnostics: {_diagnostics(c.get('summary', {}))}\nconfig {json.dumps(c['find'], sort_keys=True)}")
+            f"diagnostics: {_diagnostics(c.get('summary', {}))}\ntrained on {describe(c.get('numerics'))}\nconfig {json.dumps(c['find'], sort_keys=True)}")
     flags = c.get("summary", {}).get("flags") or []
     return Shown(c, text, warnings=(f"warning: {t.path}: {', '.join(flags)}: not evidence",) if flags else ())
 
@@ -67,5 +68,5 @@ def _show_run(p: Path) -> Shown:
         table = f"run {p}\n(run.json levels are malformed: run `ticketkit verify {p}`)"
     states = f"\ntickets {info.get('tickets', 0)} complete" + (
         f", incomplete: {', '.join(info['incomplete_tickets'])}" if info.get("incomplete_tickets") else "")
-    return Shown(info, f"{table}\nstatus {info.get('status')}{states}\nconfig {json.dumps(cfg, sort_keys=True)}",
+    return Shown(info, f"{table}\nstatus {info.get('status')}{states}\ntrained on {describe(info.get('numerics'))}\nconfig {json.dumps(cfg, sort_keys=True)}",
                  warnings=tuple(level_warnings(info)))

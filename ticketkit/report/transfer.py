@@ -12,6 +12,7 @@ import json
 
 from ..controls import CONTROLS
 from ..diagnostics import dead_text
+from ..numerics import describe
 from ..overlap import overlap_markdown, overlap_summary
 from .figures import dense_name
 from .stats import MIN_N, excludes_zero, flagged, mean_sd, paired, usable
@@ -246,6 +247,7 @@ def render_markdown(results: dict) -> str:
                        for s, m in sorted(merged.items(), key=lambda kv: int(kv[0]))))
     elif results.get("command"):
         out.append(f"- Command: `{results['command']}`")
+    out += _machines(results)
     head, body = _accuracy_table(results)
     out += ["", "## Test accuracy (%)", "",
             ("Mean ± sd over the seeds" if len(seeds) > 1 else "One seed (no sd)")
@@ -370,3 +372,14 @@ def render_report(results: dict, out_dir) -> dict:
     write_text(paths["markdown"], render_markdown(results))
     plot_accuracy(results, paths["plot"])
     return paths
+
+
+def _machines(results: dict) -> list[str]:
+    """Where each seed trained (ticketkit.numerics): bits repeat only on the same kind of machine."""
+    reps = {s: r.get("numerics") for s, r in (results.get("replicates") or {}).items()}
+    if not reps:
+        return [f"- Trained on: {describe(results['numerics'])}"] if results.get("numerics") else []
+    kinds = {describe(v) for v in reps.values()}
+    if len(kinds) == 1:
+        return [f"- Trained on: {kinds.pop()} (every seed)"]
+    return ["- Trained on: " + "; ".join(f"seed {s}: {describe(v)}" for s, v in sorted(reps.items(), key=lambda kv: int(kv[0])))]

@@ -161,7 +161,8 @@ def add_replicate(res: dict, seed: int, r: dict, first: bool) -> None:
     in one go and one merged from replicates run apart record them alike)."""
     res.setdefault("replicates", {})[str(seed)] = {
         "source": (r.get("source") or {}).get("path"), "transfer": r.get("name"), "oov_rate": r.get("oov_rate"),
-        "data": r.get("data"), "fresh": r.get("fresh"), "timing": r.get("timing")}
+        "data": r.get("data"), "fresh": r.get("fresh"), "timing": r.get("timing"),
+        "numerics": r.get("numerics")}
     res["rows"] = [x for x in res.get("rows", []) if int(x["seed"]) != seed] + r["rows"]
     res["overlap"] = [x for x in res.get("overlap", []) if int(x["seed"]) != seed] + (r.get("overlap") or [])
     if first:  # the first replicate describes the design (plan, source settings)
