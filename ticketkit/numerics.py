@@ -3,10 +3,10 @@
 A run's name covers its settings, data and code, not the machine. The same settings and data give the same bits on
 the same kind of machine (the same torch build and the same kernels). oneDNN, however, picks its kernels by the CPU's
 instructions (AMX, AVX-512 bf16, AVX2), cuBLAS picks them by the GPU model, and `precision = "auto"` means bf16 on one
-CPU and fp32 on another. Each of these rounds differently: the LSTM headline's seed 0 trained on an AMX Xeon and on
-an AVX-512-bf16 EPYC parted at its seventh level (docs/results/README.md). So every run records this fingerprint:
-a resume on another kind of machine is refused rather than mixing levels, and a report can say where each number
-came from.
+CPU and fp32 on another. Each of these rounds differently: the LSTM headline's seed 0, trained on an AMX Xeon and on
+an AVX-512-bf16 EPYC, differs from its dense level on (docs/results/README.md). So every run records this
+fingerprint: a resume on another kind of machine is refused rather than mixing levels, and a report can say where
+each number came from.
 """
 from __future__ import annotations
 
