@@ -148,3 +148,5 @@ def test_a_merged_report_says_which_seed_trained_where():
     assert f"seed 0: {describe(here)}; seed 1: {describe(ELSEWHERE)}; seed 2: {describe(here)}" in md
     res["replicates"]["1"]["numerics"] = here
     assert f"Trained on: {describe(here)} (every seed)" in render_markdown(res)
+    res["replicates"] = {s: {} for s in "012"}  # replicates from before the record: said, not guessed
+    assert "Trained on: not recorded" in render_markdown(res)

@@ -379,6 +379,8 @@ def _machines(results: dict) -> list[str]:
     reps = {s: r.get("numerics") for s, r in (results.get("replicates") or {}).items()}
     if not reps:
         return [f"- Trained on: {describe(results['numerics'])}"] if results.get("numerics") else []
+    if not any(reps.values()):
+        return ["- Trained on: not recorded (these runs predate ticketkit.numerics)"]
     kinds = {describe(v) for v in reps.values()}
     if len(kinds) == 1:
         return [f"- Trained on: {kinds.pop()} (every seed)"]
