@@ -96,7 +96,6 @@ Densities are measured from the masks, over prunable weights and over all weight
 ticketkit {cfg.get('versions', {}).get('ticketkit')}, torch {cfg.get('versions', {}).get('torch')}. Run `{cfg.get('run')}`.
 Trained on {describe(cfg.get('numerics'))}: the same command repeats these bits on the same kind of machine.
 
-
 ## How to use it
 
 ```python

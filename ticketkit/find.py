@@ -26,7 +26,7 @@ from .data import data_identity, load_tokenizer, prepare_data, split_identity, t
 from .errors import TicketkitError, TrainingDiverged
 from .fsio import read_json, write_json, write_text, write_with
 from .models import create_model, model_kwargs, prunable_names
-from .numerics import check_same, elsewhere, fingerprint
+from .numerics import adopt, elsewhere, fingerprint
 from .log import log as _log
 from .progress import Overall
 from .prune import PruneContext, densities, full_masks, masked_state, nonzero_density, prune_like, prune_step
@@ -149,10 +149,8 @@ def find_ticket(config: FindConfig | None = None, *, data_dir=None, store=None, 
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "versions": _versions()}
         if tok_from is not None:
             info["tokenizer_from"] = tok_from
-        now = fingerprint(device, cfg.train.precision)
-        check_same(info.get("numerics"), now, f"run {name}", rd)  # never two kinds of arithmetic in one run
-        if "numerics" in info or not (level_dirs(rd) or any(rd.glob("checkpoints/*"))):
-            info["numerics"] = now  # a run from before this record that has trained something stays unrecorded
+        adopt(info, fingerprint(device, cfg.train.precision), bool(level_dirs(rd) or any(rd.glob("checkpoints/*"))),
+              f"run {name}", rd)  # never two kinds of arithmetic in one run
         if getattr(trainer, "label", None):  # provenance: trained stacked with other seeds (ticketkit.stacked_find)
             info["trained_by"] = trainer.label
         info["status"] = "running"

@@ -55,6 +55,14 @@ def check_same(recorded: dict | None, now: dict, what: str, rd: Path) -> None:
                          f"it on a {describe(recorded)} machine, pass another --store, or delete {rd} to start it over")
 
 
+def adopt(info: dict, now: dict, trained: bool, what: str, rd: Path) -> None:
+    """Resume `what` (its run.json or results.json `info`) on this machine: refused on another kind, recorded when
+    nothing has trained yet. A run from before this record that has trained something stays unrecorded."""
+    check_same(info.get("numerics"), now, what, rd)
+    if "numerics" in info or not trained:
+        info["numerics"] = now
+
+
 def elsewhere(info_path: Path, device=None, precision: str = "auto", arms: int = 1) -> str:
     """For a reused run's log line: where it was trained, when that is not this kind of machine ('' otherwise)."""
     try:

@@ -15,7 +15,7 @@ import torch
 from ..config import FindConfig, TransferConfig
 from ..data import data_identity, load_tokenizer, prepare_data, split_identity
 from ..find import Run, _sweep, _versions, same_data
-from ..numerics import check_same, elsewhere, fingerprint
+from ..numerics import adopt, elsewhere, fingerprint
 from ..fsio import read_json, write_json
 from ..log import log as _log
 from ..progress import Overall
@@ -173,10 +173,8 @@ class _Transfer(Executors):
             self.res = res
             self.stacked_on = self.stacked()
             # never two kinds of arithmetic in one transfer (stacked arms may resolve "auto" to bf16 on a GPU)
-            now = fingerprint(self.device, cfg.train.precision, arms=2 if self.stacked_on else 1)
-            check_same(res.get("numerics"), now, f"transfer {self.name}", rd)
-            if "numerics" in res or not res["rows"]:
-                res["numerics"] = now  # a transfer from before this record that has trained rows stays unrecorded
+            adopt(res, fingerprint(self.device, cfg.train.precision, arms=2 if self.stacked_on else 1),
+                  bool(res["rows"]), f"transfer {self.name}", rd)
             self.pool = self._start_pool() if cfg.workers > 1 and not self.stacked_on else None
             try:
                 _log(self.progress, f"[{self.name}] {self.src.dataset} -> {cfg.target}: loading {cfg.target}")
