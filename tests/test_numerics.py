@@ -135,6 +135,28 @@ def test_a_transfer_resume_on_another_kind_of_machine_is_refused(tiny_data, tmp_
     assert "numerics" not in done.results  # and is not claimed for this machine
 
 
+def test_reusing_a_stacked_transfer_on_its_own_kind_of_machine_says_nothing(tiny_data, tmp_path, tiny_config,
+                                                                           monkeypatch, capsys):
+    """A finished transfer whose arms were stacked is compared with this machine's fingerprint *for stacked arms*.
+    Simulated with the GPU's rule (bf16 only when arms are stacked), the one place where arms change the bits."""
+    from ticketkit import numerics
+    from ticketkit.config import TrainHparams, TransferConfig
+    from ticketkit.transfer import transfer_ticket
+
+    src = find_ticket(tiny_config(levels=1), data_dir=tiny_data, store=tmp_path, progress=False)
+    cfg = TransferConfig(target="yelp2", seeds=[0], levels=[100, 64], controls=["random-prune"], fresh=False,
+                         independent=False, max_train=200, max_test=100, train=TrainHparams(epochs=1, batch_size=32))
+    t = transfer_ticket(str(src.path), cfg, data_dir=tiny_data, store=tmp_path, progress=False)
+    monkeypatch.setattr(numerics, "resolve_precision", lambda p, d, arms=1: torch.bfloat16 if arms > 1 else None)
+    stacked_here = numerics.fingerprint(None, cfg.train.precision, arms=2)
+    assert stacked_here != numerics.fingerprint(None, cfg.train.precision)  # the simulation bites
+    write_json(t.path / "results.json", dict(t.results, stacked_arms=True, numerics=stacked_here))
+    capsys.readouterr()
+    transfer_ticket(str(src.path), cfg, data_dir=tiny_data, store=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "reusing finished transfer" in err and "trained on" not in err, err
+
+
 def test_a_merged_report_says_which_seed_trained_where():
     """Replicates merged from two kinds of machine: the report names each seed's (their bits would not repeat
     across them); from one kind, one line."""

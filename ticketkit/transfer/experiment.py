@@ -167,7 +167,9 @@ class _Transfer(Executors):
             if res.get("status") == "complete" and not self._missing(res, plan):
                 self._same_target(res, split_identity(self.target_data(), self.src.find.seed, self.data_dir))
                 self._tidy()
-                _log(self.progress, f"reusing finished transfer {rd}{elsewhere(rp, self.device, cfg.train.precision)}")
+                arms = 2 if res.get("stacked_arms") else 1  # stacked arms may resolve "auto" to other arithmetic
+                _log(self.progress, f"reusing finished transfer {rd}"
+                                    f"{elsewhere(rp, self.device, cfg.train.precision, arms)}")
                 return TransferRun(rd)
             res["status"] = "running"
             self.res = res
