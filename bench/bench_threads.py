@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 import common as C
 from ticketkit.config import FindConfig
 from ticketkit.models import create_model, model_kwargs

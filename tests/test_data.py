@@ -1,5 +1,4 @@
 """Data loading: local layouts, splits, the tokenizer, the encoded cache, and the offline message."""
-import numpy as np
 import pandas as pd
 import pytest
 

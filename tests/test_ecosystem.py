@@ -1,8 +1,6 @@
 """ticketkit against the libraries it builds on (issue 20): model cards, matplotlib state, dependency floors."""
 from __future__ import annotations
 
-import pytest
-
 from ticketkit.config import FindConfig
 
 TRICKY = 'ticketkit find imdb cnn --data-dir "data{#x}" --store "{{ store }}" --tag "{% if %}"'

@@ -7,7 +7,6 @@ import torch
 from conftest import TINY_FLAGS, run_cli
 from ticketkit import Ticket, find_ticket
 from ticketkit.config import FindConfig
-from ticketkit.find import _load_state
 from ticketkit.prune import is_nested
 
 
@@ -83,8 +82,6 @@ def test_lstm_global_late_resetting(tiny_data, tmp_path, tiny_config):
 
 
 def test_final_rewind_fine_tunes_from_trained_weights(tiny_data, tmp_path, tiny_config):
-    from safetensors.torch import load_file
-
     run = find_ticket(tiny_config("cnn", rewind="final", levels=1), data_dir=tiny_data, store=tmp_path, progress=False)
     trained0 = run.ticket(0).trained  # level 0's best-validation state (mask all ones)
     t1 = run.ticket(1)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from reliability_util import reference_run
 
 from ticketkit.errors import TicketkitError

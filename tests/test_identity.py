@@ -3,7 +3,6 @@ covers everything that changes what its training means, the thread count cannot 
 encoded-data cache is verified on load, and a failed Hub push is never reported as done."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 

@@ -3,7 +3,7 @@ import json
 import os
 import time
 
-from conftest import TINY_FLAGS, run_cli
+from conftest import run_cli
 
 
 def test_offline_find_without_data_dir_fails_fast_in_one_line(tmp_path):

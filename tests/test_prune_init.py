@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from ticketkit.models import create_model, prunable_names
 from ticketkit.prune import PruneContext, full_masks, prune_step
-from ticketkit.prune_init import METHODS, SYNFLOW_LEN, counts_at, prune_at_init
+from ticketkit.prune_init import METHODS, counts_at, prune_at_init
 
 
 class Toy(nn.Module):

@@ -151,7 +151,7 @@ class PruneHparams:
         _check(not METHODS[self.method].at_init or self.rewind == "init", "prune.rewind",
                f"{self.method} prunes at initialisation, so its tickets rewind to init; got {self.rewind!r}")
         _check(not METHODS[self.method].at_init or self.control == "none", "prune.control",
-               f"the random controls are of IMP tickets; drop --control or use --method magnitude")
+               "the random controls are of IMP tickets; drop --control or use --method magnitude")
         _check(self.score_batches >= 1, "prune.score_batches", f"must be at least 1, got {self.score_batches}")
         names = ["none", *CONTROLS]
         _check(self.control in names, "prune.control", f"must be {', '.join(names[:-1])} or {names[-1]}, got {self.control!r}")

@@ -24,7 +24,7 @@ from .config import FindConfig, config_hash, slug
 from .controls import ControlInputs, apply_control, prune_generator, reinit_weights
 from .data import data_identity, load_tokenizer, prepare_data, split_identity, tokenizer_hash, with_classes
 from .errors import TicketkitError, TrainingDiverged
-from .fsio import read_json, write_json, write_text, write_with
+from .fsio import read_json, write_json, write_text
 from .models import create_model, model_kwargs, prunable_names
 from .numerics import adopt, elsewhere, fingerprint
 from .log import log as _log

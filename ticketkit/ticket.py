@@ -26,13 +26,12 @@ import torch
 from huggingface_hub import ModelHubMixin
 
 from .card import TAGS
-from .errors import IntegrityError, TicketkitError, shorten
-from .fsio import atomic_dir, read_json, regular_file_problem, sha256_file, write_json, write_text, write_with
+from .errors import IntegrityError, TicketkitError
+from .fsio import atomic_dir, read_json, regular_file_problem, sha256_file, write_json, write_text
 from .hubspec import hub_errors, require_token
 from .store import LEVEL_RE
 from .tensorfiles import FORMAT_VERSION, KINDS, WEIGHT_FILES, read_tensors, write_tensors  # noqa: F401
 from .ticketspec import _config_problem, _model_spec_problem, param_spec  # noqa: F401  (param_spec: importable from here)
-from .version import __version__
 
 TICKET_FILES = ("ticket.safetensors", *WEIGHT_FILES, "config.json", "tokenizer.json", "README.md",
                 "trained.safetensors")  # the last: optional
